@@ -1,0 +1,100 @@
+// QkStore: receives captured q/k site by site, batch by batch, while a model runs, and keeps
+// them within an optional token budget as a uniform random sample of whole sequences.
+//
+// Sampling: each sequence gets a priority u = hash(seed, sequence index) in [0, 1). The store
+// keeps the sequences of lowest priority whose token counts, taken in priority order, fit in the
+// budget (the longest such prefix). The kept set therefore depends only on the seed and on the
+// sequences offered, never on batching, arrival order or threads: runs are reproducible.
+//
+// Threading: add() may be called from many threads at once. take() must not overlap add().
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "qkscope/qk_data.h"
+
+namespace qkscope {
+
+// A non-owning view of one batch of captured tokens of one site. Pointers must stay valid for
+// the duration of QkStore::add(); the store copies what it keeps.
+struct QkBatch {
+  int layer = 0;               // site number (declared with declare_site)
+  int64_t n_tokens = 0;        // n
+  int n_heads = 0;             // H: heads present in q and k
+  int head_dim = 0;            // D
+  const float* q = nullptr;    // [n, H, D] row-major
+  const float* k = nullptr;    // [n, H, D] row-major
+  const int64_t* sequence = nullptr;  // [n] sequence index of each token
+  const int64_t* position = nullptr;  // [n] position inside its sequence
+  const int64_t* token_id = nullptr;  // [n], or nullptr when the input has no token ids
+};
+
+// What a site is, declared once before its first batch.
+struct SiteMeta {
+  std::string module;           // module path; may be empty
+  double prescale = 1.0;        // factor stepped over on q (SPEC 1)
+  std::vector<int> head_index;  // model head number of each head the batches carry
+};
+
+struct StoreOptions {
+  std::optional<int64_t> max_tokens;  // token budget; nullopt keeps everything; must be > 0
+  uint64_t seed = 0;                  // seed of the sequence sample
+};
+
+class QkStore {
+ public:
+  explicit QkStore(StoreOptions options = {});
+
+  // Declares site `layer`. All sites must be declared before the first add(). Declaring the
+  // same layer again with identical meta is a no-op; with different meta it throws.
+  void declare_site(int layer, const SiteMeta& meta);
+
+  // Offers one batch. Every sequence in a batch must bring all its captured tokens for that
+  // site, and the same tokens (count, positions, ids) at every site. A sequence is sampled (or
+  // not) when it reaches the lowest declared layer, which every forward visits first; batches of
+  // other sites only fill in sequences already kept. Thread-safe.
+  void add(const QkBatch& batch);
+
+  // Materialises the kept tokens (sorted by sequence, then position) and empties the store.
+  // Throws if a kept sequence is missing a declared site.
+  QkData take();
+
+  int64_t tokens_seen() const;
+  int64_t tokens_kept() const;
+  int64_t sequences_seen() const;
+
+  // The priority of a sequence under a seed, in [0, 1) (exposed for tests).
+  static double priority(uint64_t seed, int64_t sequence);
+
+ private:
+  struct Sequence {
+    double priority = 0;
+    std::vector<int64_t> position;
+    std::vector<int64_t> token_id;
+    std::vector<std::vector<float>> q, k;  // per declared site index: [n, H, D]
+  };
+  struct Site {
+    int layer = 0;
+    SiteMeta meta;
+    int n_heads = -1, head_dim = -1;  // fixed by the first batch
+  };
+
+  int site_slot(int layer) const;  // index into sites_, throws when undeclared
+  void admit(int64_t sequence, Sequence entry);  // requires mutex_
+  void evict_over_budget();                      // requires mutex_
+
+  StoreOptions options_;
+  mutable std::mutex mutex_;
+  std::vector<Site> sites_;
+  std::unordered_map<int64_t, Sequence> kept_;
+  double cutoff_ = 2.0;        // sequences with priority >= cutoff are rejected (evicted once)
+  int64_t tokens_seen_ = 0, tokens_kept_ = 0, sequences_seen_ = 0;
+  std::optional<bool> has_token_ids_;
+};
+
+}  // namespace qkscope

@@ -1,0 +1,33 @@
+// Writes the outputs of a run (SPEC section 4) into a folder: heads.csv, scales.csv,
+// ctable.json, heatmaps.svg. Each file is written under a temporary name and renamed, so an
+// interrupted run never leaves a file that looks complete.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "qkscope/metrics.h"
+
+namespace qkscope {
+
+// Settings of the run recorded in ctable.json next to MetricOptions.
+struct RunInfo {
+  std::string model;   // model file, or the q/k file analysed
+  std::string input;   // corpus / inputs file; may be empty
+  std::optional<int64_t> max_tokens;
+  uint64_t seed = 0;
+};
+
+// Creates `dir` if needed and writes the four files; returns their paths.
+std::vector<std::string> write_outputs(const std::string& dir, const CTable& table,
+                                       const RunInfo& run);
+
+std::string heads_csv(const CTable& table);
+std::string scales_csv(const CTable& table);
+std::string ctable_json(const CTable& table, const RunInfo& run);
+std::string heatmaps_svg(const CTable& table);
+
+// Writes `content` to `path` through a temporary file in the same folder and a rename.
+void write_file_atomically(const std::string& path, const std::string& content);
+
+}  // namespace qkscope
