@@ -1,0 +1,243 @@
+#include "qkscope/qk_store.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "qkscope/error.h"
+
+namespace qkscope {
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Token indices of a batch grouped by sequence, in order of first appearance.
+std::vector<std::pair<int64_t, std::vector<int64_t>>> group_by_sequence(const QkBatch& b) {
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> groups;
+  std::unordered_map<int64_t, size_t> slot;
+  for (int64_t t = 0; t < b.n_tokens; ++t) {
+    auto [it, inserted] = slot.emplace(b.sequence[t], groups.size());
+    if (inserted) groups.push_back({b.sequence[t], {}});
+    groups[it->second].second.push_back(t);
+  }
+  return groups;
+}
+
+// Copies the rows `tokens` of a [n, H, D] array.
+std::vector<float> gather_rows(const float* src, const std::vector<int64_t>& tokens,
+                               size_t row_size) {
+  std::vector<float> out(tokens.size() * row_size);
+  for (size_t i = 0; i < tokens.size(); ++i)
+    std::copy_n(src + tokens[i] * row_size, row_size, out.data() + i * row_size);
+  return out;
+}
+
+}  // namespace
+
+QkStore::QkStore(StoreOptions options) : options_(options) {
+  QKSCOPE_CHECK_AS(UsageError, !options_.max_tokens || *options_.max_tokens > 0,
+                   "max_tokens: expected a positive token budget, got {}", *options_.max_tokens);
+}
+
+double QkStore::priority(uint64_t seed, int64_t sequence) {
+  uint64_t h = splitmix64(seed ^ splitmix64(static_cast<uint64_t>(sequence)));
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+void QkStore::declare_site(int layer, const SiteMeta& meta) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const Site& s : sites_) {
+    if (s.layer != layer) continue;
+    QKSCOPE_CHECK(s.meta.module == meta.module && s.meta.prescale == meta.prescale &&
+                      s.meta.head_index == meta.head_index,
+                  "QkStore: layer {} declared twice with different module/prescale/heads "
+                  "('{}' then '{}')", layer, s.meta.module, meta.module);
+    return;
+  }
+  QKSCOPE_CHECK(kept_.empty() && sequences_seen_ == 0,
+                "QkStore: layer {} declared after the first batch; declare every site first",
+                layer);
+  QKSCOPE_CHECK(!meta.head_index.empty(), "QkStore: layer {} declared with no heads", layer);
+  Site site;
+  site.layer = layer;
+  site.meta = meta;
+  auto pos = std::lower_bound(sites_.begin(), sites_.end(), layer,
+                              [](const Site& s, int l) { return s.layer < l; });
+  sites_.insert(pos, std::move(site));
+}
+
+int QkStore::site_slot(int layer) const {
+  for (size_t i = 0; i < sites_.size(); ++i)
+    if (sites_[i].layer == layer) return static_cast<int>(i);
+  throw Error(fmt::format("QkStore: batch for layer {}, which was never declared", layer));
+}
+
+void QkStore::add(const QkBatch& b) {
+  QKSCOPE_CHECK(b.n_tokens >= 0 && b.n_heads > 0 && b.head_dim > 0,
+                "QkStore: batch of layer {} has n_tokens={}, n_heads={}, head_dim={}; expected "
+                "n_tokens >= 0 and positive heads and head_dim", b.layer, b.n_tokens, b.n_heads,
+                b.head_dim);
+  if (b.n_tokens == 0) return;
+  QKSCOPE_CHECK(b.q && b.k && b.sequence && b.position,
+                "QkStore: batch of layer {} lacks q, k, sequence or position data", b.layer);
+
+  int slot;
+  bool first_site;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    slot = site_slot(b.layer);
+    Site& site = sites_[slot];
+    QKSCOPE_CHECK(b.n_heads == static_cast<int>(site.meta.head_index.size()),
+                  "QkStore: layer {} declared with {} heads, batch has {}", b.layer,
+                  site.meta.head_index.size(), b.n_heads);
+    QKSCOPE_CHECK(site.head_dim < 0 || site.head_dim == b.head_dim,
+                  "QkStore: layer {} had head_dim {}, batch has {}", b.layer, site.head_dim,
+                  b.head_dim);
+    site.head_dim = b.head_dim;
+    site.n_heads = b.n_heads;
+    bool ids = b.token_id != nullptr;
+    QKSCOPE_CHECK(!has_token_ids_ || *has_token_ids_ == ids,
+                  "QkStore: some batches carry token ids and others do not (layer {})", b.layer);
+    has_token_ids_ = ids;
+    first_site = slot == 0;
+  }
+
+  // Copies happen outside the lock so that concurrent forwards do not queue behind each other.
+  const size_t row = static_cast<size_t>(b.n_heads) * b.head_dim;
+  auto groups = group_by_sequence(b);
+  for (auto& [seq, tokens] : groups) {
+    std::vector<int64_t> positions(tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) positions[i] = b.position[tokens[i]];
+    std::vector<int64_t> ids;
+    if (b.token_id)
+      for (int64_t t : tokens) ids.push_back(b.token_id[t]);
+
+    if (first_site) {
+      double p = priority(options_.seed, seq);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        QKSCOPE_CHECK(!kept_.count(seq),
+                      "QkStore: sequence {} arrived twice at layer {}; sequence indices must be "
+                      "unique over a run", seq, b.layer);
+        ++sequences_seen_;
+        tokens_seen_ += static_cast<int64_t>(tokens.size());
+        if (p >= cutoff_) continue;  // would be evicted at once: skip the copy
+      }
+      Sequence entry;
+      entry.priority = p;
+      entry.position = std::move(positions);
+      entry.token_id = std::move(ids);
+      entry.q.resize(sites_.size());
+      entry.k.resize(sites_.size());
+      entry.q[0] = gather_rows(b.q, tokens, row);
+      entry.k[0] = gather_rows(b.k, tokens, row);
+      std::lock_guard<std::mutex> lock(mutex_);
+      admit(seq, std::move(entry));
+      continue;
+    }
+
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!kept_.count(seq)) continue;  // not sampled, or evicted since
+    }
+    auto q = gather_rows(b.q, tokens, row);
+    auto k = gather_rows(b.k, tokens, row);
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = kept_.find(seq);
+    if (it == kept_.end()) continue;
+    Sequence& s = it->second;
+    QKSCOPE_CHECK(s.position == positions && s.token_id == ids,
+                  "QkStore: sequence {} has different tokens at layer {} than at layer {}", seq,
+                  b.layer, sites_[0].layer);
+    QKSCOPE_CHECK(s.q[slot].empty(), "QkStore: sequence {} arrived twice at layer {}", seq,
+                  b.layer);
+    s.q[slot] = std::move(q);
+    s.k[slot] = std::move(k);
+  }
+}
+
+void QkStore::admit(int64_t sequence, Sequence entry) {
+  tokens_kept_ += static_cast<int64_t>(entry.position.size());
+  by_priority_.emplace(entry.priority, sequence);
+  kept_.emplace(sequence, std::move(entry));
+  evict_over_budget();
+}
+
+void QkStore::evict_over_budget() {
+  if (!options_.max_tokens) return;
+  while (tokens_kept_ > *options_.max_tokens) {
+    // Evict the highest priority; the cutoff keeps the kept set a prefix in priority order.
+    auto worst = std::prev(by_priority_.end());
+    cutoff_ = std::min(cutoff_, worst->first);
+    auto entry = kept_.find(worst->second);
+    tokens_kept_ -= static_cast<int64_t>(entry->second.position.size());
+    kept_.erase(entry);
+    by_priority_.erase(worst);
+  }
+}
+
+QkData QkStore::take() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::pair<int64_t, Sequence*>> order;
+  order.reserve(kept_.size());
+  for (auto& [seq, entry] : kept_) order.push_back({seq, &entry});
+  std::sort(order.begin(), order.end());
+
+  QkData data;
+  data.tokens_seen = tokens_seen_;
+  data.sequences_seen = sequences_seen_;
+  for (auto& [seq, entry] : order) {
+    for (size_t t = 0; t < entry->position.size(); ++t) {
+      data.sequence.push_back(seq);
+      data.position.push_back(entry->position[t]);
+    }
+    data.token_id.insert(data.token_id.end(), entry->token_id.begin(), entry->token_id.end());
+  }
+  const size_t n = data.sequence.size();
+  for (size_t slot = 0; slot < sites_.size(); ++slot) {
+    const Site& site = sites_[slot];
+    SiteData out;
+    out.layer = site.layer;
+    out.module = site.meta.module;
+    out.prescale = site.meta.prescale;
+    out.head_index = site.meta.head_index;
+    out.n_heads = static_cast<int>(site.meta.head_index.size());
+    out.head_dim = std::max(site.head_dim, 0);
+    out.q.reserve(n * out.n_heads * out.head_dim);
+    out.k.reserve(n * out.n_heads * out.head_dim);
+    for (auto& [seq, entry] : order) {
+      QKSCOPE_CHECK(!entry->q[slot].empty() || entry->position.empty(),
+                    "QkStore: sequence {} never reached layer {}; was take() called while a "
+                    "forward was still running?", seq, site.layer);
+      out.q.insert(out.q.end(), entry->q[slot].begin(), entry->q[slot].end());
+      out.k.insert(out.k.end(), entry->k[slot].begin(), entry->k[slot].end());
+      // Free as we go, so take() needs little more memory than the store itself.
+      std::vector<float>().swap(entry->q[slot]);
+      std::vector<float>().swap(entry->k[slot]);
+    }
+    data.sites.push_back(std::move(out));
+  }
+  kept_.clear();
+  by_priority_.clear();
+  tokens_kept_ = 0;
+  return data;
+}
+
+int64_t QkStore::tokens_seen() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return tokens_seen_;
+}
+int64_t QkStore::tokens_kept() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return tokens_kept_;
+}
+int64_t QkStore::sequences_seen() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return sequences_seen_;
+}
+
+}  // namespace qkscope

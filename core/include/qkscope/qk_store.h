@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -92,6 +93,7 @@ class QkStore {
   mutable std::mutex mutex_;
   std::vector<Site> sites_;
   std::unordered_map<int64_t, Sequence> kept_;
+  std::set<std::pair<double, int64_t>> by_priority_;  // (priority, sequence) of kept_
   double cutoff_ = 2.0;        // sequences with priority >= cutoff are rejected (evicted once)
   int64_t tokens_seen_ = 0, tokens_kept_ = 0, sequences_seen_ = 0;
   std::optional<bool> has_token_ids_;

@@ -3,6 +3,7 @@
 // interrupted run never leaves a file that looks complete.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,8 +27,5 @@ std::string heads_csv(const CTable& table);
 std::string scales_csv(const CTable& table);
 std::string ctable_json(const CTable& table, const RunInfo& run);
 std::string heatmaps_svg(const CTable& table);
-
-// Writes `content` to `path` through a temporary file in the same folder and a rename.
-void write_file_atomically(const std::string& path, const std::string& content);
 
 }  // namespace qkscope

@@ -1,0 +1,103 @@
+#include "qkscope/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "qkscope/error.h"
+
+namespace qkscope {
+namespace {
+
+std::string system_reason(int err) { return std::strerror(err); }
+
+// A name no other writer uses: the pid separates processes, the counter threads and objects.
+std::string temp_name(const std::string& path) {
+  static std::atomic<unsigned long> counter{0};
+  return fmt::format("{}.tmp-{}-{}", path, static_cast<long>(::getpid()), counter++);
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  QKSCOPE_CHECK(!path_.empty(), "cannot write a file with an empty path");
+  // O_EXCL: never write into a file someone else created; retry with the next name if taken.
+  for (int attempt = 0; attempt < 100 && fd_ < 0; ++attempt) {
+    temp_path_ = temp_name(path_);
+    // 0666 lets the umask decide the final permissions, as for any newly created file.
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd_ < 0 && errno != EEXIST) break;
+  }
+  QKSCOPE_CHECK(fd_ >= 0, "cannot create '{}' to write '{}': {}", temp_path_, path_,
+                system_reason(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) discard();
+}
+
+void AtomicFile::write(const void* data, std::size_t n_bytes) {
+  QKSCOPE_ASSERT(fd_ >= 0 && !committed_);
+  const char* p = static_cast<const char*>(data);
+  while (n_bytes > 0) {
+    const ssize_t n = ::write(fd_, p, n_bytes);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      discard();
+      throw Error(fmt::format("cannot write '{}': {}", path_, system_reason(err)));
+    }
+    p += n;
+    n_bytes -= static_cast<std::size_t>(n);
+  }
+}
+
+void AtomicFile::commit() {
+  QKSCOPE_ASSERT(fd_ >= 0 && !committed_);
+  // fsync before rename: after a crash the target is either the old file or the complete new
+  // one, never a renamed file whose blocks were not written yet.
+  if (::fsync(fd_) != 0) {
+    const int err = errno;
+    discard();
+    throw Error(fmt::format("cannot write '{}': {}", path_, system_reason(err)));
+  }
+  const int closed = ::close(fd_);
+  const int close_err = errno;
+  fd_ = -1;
+  if (closed != 0) {
+    discard();
+    throw Error(fmt::format("cannot write '{}': {}", path_, system_reason(close_err)));
+  }
+  if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    const std::string message = fmt::format("cannot rename '{}' to '{}': {}", temp_path_, path_,
+                                            system_reason(errno));
+    discard();
+    throw Error(message);
+  }
+  committed_ = true;
+}
+
+void AtomicFile::discard() noexcept {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!temp_path_.empty()) {
+    std::remove(temp_path_.c_str());
+    temp_path_.clear();
+  }
+}
+
+void write_bytes_atomically(const std::string& path, std::string_view content) {
+  AtomicFile out(path);
+  out.write(content);
+  out.commit();
+}
+
+}  // namespace qkscope
