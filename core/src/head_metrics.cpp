@@ -1,7 +1,9 @@
 // Exact per-head metrics in three steps:
 //  1. Screen: for each block of pairs, one float Gram matrix q.k^T gives every distance under
-//     every scale up to a proven margin; a running bound B (the K-th smallest upper bound seen)
-//     keeps only the (pair, scale) items whose lower bound can still fall under it.
+//     every scale up to a proven margin. A bound B, which at least K = lo + 2 items provably
+//     stay under (lo = the percentile's lower order statistic), keeps only the (pair, scale)
+//     items whose lower bound can fall under it. B starts from a pilot estimate on a sample of
+//     queries and tightens as items arrive; if the pilot was too tight the pass is redone.
 //  2. Recompute the survivors directly in double: ||c q - k/c|| and q.k. The K smallest exact
 //     distances are among them, so the percentile threshold d is exact.
 //  3. Weighted correlation per (query, scale) over the near keys (y < d), two-pass in double.
@@ -23,124 +25,122 @@ using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 constexpr int64_t kRowBlock = 256;   // queries per Gram block
 constexpr int64_t kColBlock = 1024;  // keys per Gram block
 constexpr double kInf = std::numeric_limits<double>::infinity();
+// Relative slack for double rounding in norms, in the screen's arithmetic and in the direct
+// recomputation: all are ~1e-15 of the magnitudes involved.
+constexpr double kDoubleSlack = 1e-12;
 
-// A contiguous run of tokens (one sequence, or everything for `all`) whose queries pair with
-// keys of the same run. key_end[i] (absolute index) bounds the keys of query i (causal).
+// A run of tokens whose queries pair with keys of the same run (a sequence, or all tokens).
 struct Region {
   int64_t begin = 0, end = 0;
 };
 
-// One (pair, scale) that may fall under the threshold.
+// One (pair, scale) item that may fall under the threshold.
 struct Candidate {
   uint32_t query, key;
   uint32_t scale;
-  double lower;  // lower bound of y^2
+  double lower, upper;  // bounds of y^2
 };
 
-// The head's tokens sorted by (sequence, position), vectors in double (centred if asked),
-// norms, and the float copies the Gram matrices are computed from.
+// The head's vectors: float copies for the Gram matrices (centred with --center), their
+// squared norms in double, and the pair structure. Tokens arrive sorted by (sequence,
+// position), which QkData guarantees.
 struct PreparedHead {
   int64_t n = 0;
   int dim = 0;
-  std::vector<int64_t> order;            // sorted index -> input token
-  std::vector<int64_t> position;         // sorted
-  std::vector<double> q, k;              // [n, dim] distance vectors (centred with --center)
-  std::vector<double> q_raw, k_raw;      // [n, dim] the captured vectors, for x = q.k
-  std::vector<double> q_norm2, k_norm2;  // squared norms of q, k (distance vectors)
-  RowMatrixF qf, kf;                     // float copies of q, k
+  std::vector<double> q_mean, k_mean;    // [dim]; zero without --center
+  std::vector<double> qd, kd;            // [n, dim] distance vectors in double
+  RowMatrixF qf, kf;                     // [n, dim] distance vectors in float
+  std::vector<double> q_norm2, k_norm2;  // [n] squared norms of the distance vectors (double)
+  std::vector<double> q_len, k_len;      // [n] their square roots
   std::vector<Region> regions;
-  std::vector<int64_t> key_end;          // per sorted query: keys [region.begin, key_end)
+  std::vector<int64_t> key_end;          // per query: its keys are [region.begin, key_end)
+  std::vector<int64_t> region_begin;     // per query: its region's begin
+
 };
 
 PreparedHead prepare(const HeadInput& in, const MetricOptions& options) {
   PreparedHead h;
   h.n = in.n_tokens;
   h.dim = in.head_dim;
-  const int64_t n = h.n, d = h.dim;
-  h.order.resize(n);
-  for (int64_t t = 0; t < n; ++t) h.order[t] = t;
-  std::stable_sort(h.order.begin(), h.order.end(), [&](int64_t a, int64_t b) {
-    if (in.sequence[a] != in.sequence[b]) return in.sequence[a] < in.sequence[b];
-    return in.position[a] < in.position[b];
-  });
-  h.position.resize(n);
-  h.q_raw.resize(n * d);
-  h.k_raw.resize(n * d);
-  for (int64_t t = 0; t < n; ++t) {
-    int64_t src = h.order[t];
-    h.position[t] = in.position[src];
-    for (int64_t l = 0; l < d; ++l) {
-      h.q_raw[t * d + l] = in.q[src * in.stride + l];
-      h.k_raw[t * d + l] = in.k[src * in.stride + l];
-    }
-  }
-  h.q = h.q_raw;
-  h.k = h.k_raw;
+  const int64_t n = h.n;
+  const int d = h.dim;
+  h.q_mean.assign(d, 0.0);
+  h.k_mean.assign(d, 0.0);
   if (options.center && n > 0) {
-    for (std::vector<double>* v : {&h.q, &h.k}) {
-      std::vector<double> mean(d, 0.0);
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t l = 0; l < d; ++l) mean[l] += (*v)[t * d + l];
-      for (double& m : mean) m /= static_cast<double>(n);
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t l = 0; l < d; ++l) (*v)[t * d + l] -= mean[l];
+    for (int64_t t = 0; t < n; ++t)
+      for (int l = 0; l < d; ++l) {
+        h.q_mean[l] += in.q[t * in.stride + l];
+        h.k_mean[l] += in.k[t * in.stride + l];
+      }
+    for (int l = 0; l < d; ++l) {
+      h.q_mean[l] /= static_cast<double>(n);
+      h.k_mean[l] /= static_cast<double>(n);
     }
   }
-  h.q_norm2.assign(n, 0.0);
-  h.k_norm2.assign(n, 0.0);
+  h.qd.resize(n * d);
+  h.kd.resize(n * d);
   h.qf.resize(n, d);
   h.kf.resize(n, d);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t l = 0; l < d; ++l) {
-      double a = h.q[t * d + l], b = h.k[t * d + l];
+  h.q_norm2.assign(n, 0.0);
+  h.k_norm2.assign(n, 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int l = 0; l < d; ++l) {
+      const double a = static_cast<double>(in.q[t * in.stride + l]) - h.q_mean[l];
+      const double b = static_cast<double>(in.k[t * in.stride + l]) - h.k_mean[l];
+      h.qd[t * d + l] = a;
+      h.kd[t * d + l] = b;
       h.q_norm2[t] += a * a;
       h.k_norm2[t] += b * b;
       h.qf(t, l) = static_cast<float>(a);
       h.kf(t, l) = static_cast<float>(b);
     }
+  h.q_len.resize(n);
+  h.k_len.resize(n);
+  for (int64_t t = 0; t < n; ++t) {
+    h.q_len[t] = std::sqrt(h.q_norm2[t]);
+    h.k_len[t] = std::sqrt(h.k_norm2[t]);
   }
 
-  // Regions and causal key bounds.
-  auto add_region = [&](int64_t b, int64_t e) { h.regions.push_back({b, e}); };
   if (options.pairs == PairScope::all) {
-    if (n > 0) add_region(0, n);
+    if (n > 0) h.regions.push_back({0, n});
   } else {
     int64_t start = 0;
     for (int64_t t = 1; t <= n; ++t)
-      if (t == n || in.sequence[h.order[t]] != in.sequence[h.order[start]]) {
-        add_region(start, t);
+      if (t == n || in.sequence[t] != in.sequence[start]) {
+        h.regions.push_back({start, t});
         start = t;
       }
   }
   h.key_end.resize(n);
-  for (const Region& r : h.regions) {
+  h.region_begin.resize(n);
+  for (const Region& r : h.regions)
     for (int64_t i = r.begin; i < r.end; ++i) {
-      if (options.pairs == PairScope::causal) {
-        // positions are sorted inside a region: keys with position <= p_i form a prefix.
-        h.key_end[i] = std::upper_bound(h.position.begin() + r.begin, h.position.begin() + r.end,
-                                        h.position[i]) - h.position.begin();
-      } else {
-        h.key_end[i] = r.end;
-      }
+      h.region_begin[i] = r.begin;
+      // Positions are sorted inside a sequence: causal keys (position <= p_i) form a prefix.
+      h.key_end[i] = options.pairs == PairScope::causal
+                         ? std::upper_bound(in.position + r.begin, in.position + r.end,
+                                            in.position[i]) - in.position
+                         : r.end;
     }
-  }
   return h;
 }
 
-// Keeps B = the K-th smallest of the values offered so far (+inf until K were offered), with
-// amortised O(1) work per value.
+// Keeps B = the K-th smallest of the values offered (values at or above a starting cap are
+// ignored), with amortised O(1) work per value.
 class KthSmallestBound {
  public:
-  explicit KthSmallestBound(size_t k) : k_(k) {}
+  KthSmallestBound(size_t k, double cap) : k_(k), bound_(cap) {}
   double bound() const { return bound_; }
   void offer(double value) {
     if (value >= bound_) return;
     values_.push_back(value);
     if (values_.size() >= 2 * k_ + 1024) shrink();
   }
-  double finish() {
-    if (values_.size() >= k_) shrink();
-    return bound_;
+  // False when fewer than K values were under the cap: the cap was too tight.
+  bool finish() {
+    if (values_.size() < k_) return false;
+    shrink();
+    return true;
   }
 
  private:
@@ -150,9 +150,150 @@ class KthSmallestBound {
     values_.resize(k_);
   }
   size_t k_;
-  double bound_ = kInf;
+  double bound_;
   std::vector<double> values_;
 };
+
+// Screening arithmetic shared by the pilot and the pass: per scale c^2 and 1/c^2, and the
+// margin of the float Gram entry. |G - x| <= gamma_D |q||k| for a float dot product, plus 2u
+// for rounding the vectors to float; doubled for safety and again because y^2 carries -2x.
+struct ScreenConstants {
+  std::vector<double> c2, inv_c2;
+  double rel = 0;
+  explicit ScreenConstants(const MetricOptions& o, int dim) {
+    for (double c : o.scales) {
+      c2.push_back(c * c);
+      inv_c2.push_back(1.0 / (c * c));
+    }
+    rel = 2.0 * 2.0 * (dim + 3) * std::ldexp(1.0, -24) * 1.01;
+  }
+};
+
+// Calls fn(first, n_rows, c0, c1, gram) for every Gram block of keys [c0, c1) against the
+// queries first, first + row_stride, ... (n_rows of them) of a block that holds pairs in scope.
+// The screen takes every query (row_stride 1); the pilot takes a sparse sample of them.
+template <class Fn>
+void for_each_block(const PreparedHead& h, int64_t row_stride, const Fn& fn) {
+  using StridedRows = Eigen::Map<const RowMatrixF, 0, Eigen::OuterStride<>>;
+  RowMatrixF gram;
+  for (const Region& r : h.regions) {
+    for (int64_t r0 = r.begin; r0 < r.end; r0 += kRowBlock * row_stride) {
+      const int64_t first = (r0 + row_stride - 1) / row_stride * row_stride;
+      const int64_t r1 = std::min(r.end, r0 + kRowBlock * row_stride);
+      if (first >= r1) continue;
+      const int64_t n_rows = (r1 - 1 - first) / row_stride + 1;
+      const int64_t last = first + (n_rows - 1) * row_stride;
+      const int64_t key_limit = h.key_end[last];  // key_end never decreases inside a region
+      const StridedRows queries(h.qf.data() + first * h.dim, n_rows, h.dim,
+                                Eigen::OuterStride<>(row_stride * h.dim));
+      for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
+        const int64_t c1 = std::min(key_limit, c0 + kColBlock);
+        gram.resize(n_rows, c1 - c0);
+        gram.noalias() = queries * h.kf.middleRows(c0, c1 - c0).transpose();
+        fn(first, n_rows, c0, c1, gram);
+      }
+    }
+  }
+}
+
+// Upper bounds of y^2 for every item of every `row_stride`-th query: a sample whose quantile
+// gives a starting cap for B.
+std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConstants& sc,
+                                       int64_t row_stride) {
+  std::vector<double> uppers;
+  for_each_block(h, row_stride, [&](int64_t first, int64_t n_rows, int64_t c0, int64_t c1,
+                                    const RowMatrixF& gram) {
+    for (int64_t t = 0; t < n_rows; ++t) {
+      const int64_t i = first + t * row_stride;
+      const int64_t j_end = std::min(c1, h.key_end[i]);
+      for (int64_t j = c0; j < j_end; ++j) {
+        const double two_g = 2.0 * static_cast<double>(gram(t, j - c0));
+        const double margin = sc.rel * h.q_len[i] * h.k_len[j];
+        for (size_t s = 0; s < sc.c2.size(); ++s) {
+          const double mag = sc.c2[s] * h.q_norm2[i] + sc.inv_c2[s] * h.k_norm2[j];
+          uppers.push_back(mag - two_g + margin + kDoubleSlack * mag);
+        }
+      }
+    }
+  });
+  return uppers;
+}
+
+// One pass over every pair: the items whose lower bound of y^2 can fall under the final B.
+// Returns false (and nothing) when `cap` turned out to be below the true B.
+bool screen(const PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
+            std::vector<Candidate>& candidates) {
+  const size_t n_scales = sc.c2.size();
+  KthSmallestBound bound(need, cap);
+  candidates.clear();
+  size_t prune_at = 1 << 16;
+  std::vector<double> pair_lower(kColBlock);
+  std::vector<double> row_mag(n_scales);
+  for_each_block(h, 1, [&](int64_t r0, int64_t n_rows, int64_t c0, int64_t c1,
+                           const RowMatrixF& gram) {
+    for (int64_t i = r0; i < r0 + n_rows; ++i) {
+      const int64_t width = std::min(c1, h.key_end[i]) - c0;
+      if (width <= 0) continue;
+      const float* g = gram.data() + (i - r0) * (c1 - c0);
+      const double* b = h.k_norm2.data() + c0;
+      const double* k_len = h.k_len.data() + c0;
+      double* lower = pair_lower.data();
+      for (size_t s = 0; s < n_scales; ++s) row_mag[s] = sc.c2[s] * h.q_norm2[i];
+      const double rel_q = sc.rel * h.q_len[i];
+      // The lowest lower bound of y^2 over the grid for a whole row, in loops without branches
+      // that vectorise: most pairs are rejected here with a few instructions each.
+      for (int64_t t = 0; t < width; ++t) lower[t] = row_mag[0] + sc.inv_c2[0] * b[t];
+      for (size_t s = 1; s < n_scales; ++s) {
+        const double m = row_mag[s], w = sc.inv_c2[s];
+        for (int64_t t = 0; t < width; ++t) lower[t] = std::min(lower[t], m + w * b[t]);
+      }
+      for (int64_t t = 0; t < width; ++t)
+        lower[t] = lower[t] * (1.0 - 2 * kDoubleSlack) - 2.0 * static_cast<double>(g[t]) -
+                   rel_q * k_len[t];
+      for (int64_t t = 0; t < width; ++t) {
+        if (lower[t] > bound.bound()) continue;
+        const double two_g = 2.0 * static_cast<double>(g[t]);
+        const double margin_pair = rel_q * k_len[t];
+        for (size_t s = 0; s < n_scales; ++s) {
+          const double mag = row_mag[s] + sc.inv_c2[s] * b[t];
+          const double approx = mag - two_g;
+          const double margin = margin_pair + kDoubleSlack * mag;
+          const double upper = approx + margin, item_lower = approx - margin;
+          bound.offer(upper);
+          if (item_lower <= bound.bound())
+            candidates.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(c0 + t),
+                                  static_cast<uint32_t>(s), item_lower, upper});
+        }
+      }
+      if (candidates.size() >= prune_at) {
+        const double b_now = bound.bound();
+        candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                        [&](const Candidate& c) { return c.lower > b_now; }),
+                         candidates.end());
+        prune_at = std::max<size_t>(2 * candidates.size(), 1 << 16);
+      }
+    }
+  });
+  if (!bound.finish()) return false;
+  const double b_final = bound.bound();
+  candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                  [&](const Candidate& c) { return c.lower > b_final; }),
+                   candidates.end());
+  return true;
+}
+
+// Candidates reordered so that those of one (query, scale) are contiguous: a counting sort,
+// linear in the number of candidates.
+std::vector<Candidate> group_by_query_and_scale(const std::vector<Candidate>& candidates,
+                                                int64_t n_queries, size_t n_scales) {
+  std::vector<uint32_t> start(static_cast<size_t>(n_queries) * n_scales + 1, 0);
+  auto bucket = [&](const Candidate& c) { return static_cast<size_t>(c.query) * n_scales + c.scale; };
+  for (const Candidate& c : candidates) ++start[bucket(c) + 1];
+  for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
+  std::vector<Candidate> grouped(candidates.size());
+  for (const Candidate& c : candidates) grouped[start[bucket(c)]++] = c;
+  return grouped;
+}
 
 // Weighted Pearson correlation of (x, y) with weights w, two-pass; nullopt when x or y takes a
 // single value (zero weighted variance: weights are positive, so that is the only way).
@@ -195,35 +336,18 @@ double median(std::vector<double> v) {
 }  // namespace
 
 HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
+  QKSCOPE_CHECK(in.n_tokens < (int64_t{1} << 32), "head has {} tokens; at most 2^32 are supported",
+                in.n_tokens);
   const PreparedHead h = prepare(in, options);
-  const int64_t n = h.n;
   const int dim = h.dim;
   const size_t n_scales = options.scales.size();
-  QKSCOPE_CHECK(n < (int64_t{1} << 32), "head has {} tokens; at most 2^32 are supported", n);
 
   HeadOutcome out;
   out.scales.resize(n_scales);
-  {
-    std::vector<double> qn(n), kn(n);
-    for (int64_t t = 0; t < n; ++t) {
-      qn[t] = std::sqrt(h.q_norm2[t]);
-      kn[t] = std::sqrt(h.k_norm2[t]);
-    }
-    out.median_q_norm = median(std::move(qn));
-    out.median_k_norm = median(std::move(kn));
-  }
-  for (const Region& r : h.regions)
-    for (int64_t i = r.begin; i < r.end; ++i) out.pairs += h.key_end[i] - r.begin;
+  out.median_q_norm = median(h.q_len);
+  out.median_k_norm = median(h.k_len);
+  for (int64_t i = 0; i < h.n; ++i) out.pairs += h.key_end[i] - h.region_begin[i];
   if (out.pairs == 0) return out;
-
-  std::vector<double> c2(n_scales), inv_c2(n_scales);
-  double c2_max = 0, inv_c2_max = 0;
-  for (size_t s = 0; s < n_scales; ++s) {
-    c2[s] = options.scales[s] * options.scales[s];
-    inv_c2[s] = 1.0 / c2[s];
-    c2_max = std::max(c2_max, c2[s]);
-    inv_c2_max = std::max(inv_c2_max, inv_c2[s]);
-  }
 
   // Percentile position over all (pair, scale) items: order statistics lo and lo + 1.
   const double total_items = static_cast<double>(out.pairs) * static_cast<double>(n_scales);
@@ -233,101 +357,43 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
   const auto n_items = static_cast<int64_t>(total_items);
   const size_t need = static_cast<size_t>(std::min<int64_t>(lo + 2, n_items));
 
-  // Error of the float Gram entry against the double dot product of the distance vectors:
-  // |G - x| <= gamma_D * |q||k| for the float dot product, plus the rounding of q, k to float
-  // (2u); doubled for safety and doubled again because y^2 carries -2x. The 1e-12 term covers
-  // the double rounding of the norms and of the direct recomputation.
-  const double unit = std::ldexp(1.0, -24);
-  const double rel = 2.0 * 2.0 * (dim + 3) * unit * 1.01;
-  constexpr double kDoubleSlack = 1e-12;
-
-  std::vector<double> q_len(n), k_len(n);
-  for (int64_t t = 0; t < n; ++t) {
-    q_len[t] = std::sqrt(h.q_norm2[t]);
-    k_len[t] = std::sqrt(h.k_norm2[t]);
-  }
-
-  // Step 1: screen.
-  KthSmallestBound bound(need);
-  std::vector<Candidate> candidates;
-  size_t prune_at = 1 << 16;
-  RowMatrixF gram;
-  std::vector<double> lower_row;
-  for (const Region& r : h.regions) {
-    for (int64_t r0 = r.begin; r0 < r.end; r0 += kRowBlock) {
-      const int64_t r1 = std::min(r.end, r0 + kRowBlock);
-      const int64_t key_limit = h.key_end[r1 - 1];  // key_end grows with the row in a region
-      for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
-        const int64_t c1 = std::min(key_limit, c0 + kColBlock);
-        gram.resize(r1 - r0, c1 - c0);
-        gram.noalias() = h.qf.middleRows(r0, r1 - r0) * h.kf.middleRows(c0, c1 - c0).transpose();
-        lower_row.resize(c1 - c0);
-        for (int64_t i = r0; i < r1; ++i) {
-          const int64_t j_end = std::min(c1, h.key_end[i]);
-          if (j_end <= c0) continue;
-          const float* g = gram.data() + (i - r0) * (c1 - c0);
-          const double a = h.q_norm2[i];
-          // Over every scale, c^2 a + b / c^2 >= 2 sqrt(ab): a lower bound of y^2 for the pair
-          // at any scale, one multiply-add per pair, that rejects most pairs at once.
-          const double pair_factor = 2.0 * (1.0 - rel) * q_len[i];
-          const double slack_i = kDoubleSlack * c2_max * a;
-          double limit = bound.bound() + slack_i;
-          for (int64_t j = c0; j < j_end; ++j) {
-            lower_row[j - c0] = pair_factor * k_len[j] - 2.0 * static_cast<double>(g[j - c0]) -
-                                kDoubleSlack * inv_c2_max * h.k_norm2[j];
-          }
-          for (int64_t j = c0; j < j_end; ++j) {
-            if (lower_row[j - c0] > limit) continue;
-            const double b = h.k_norm2[j];
-            const double two_g = 2.0 * static_cast<double>(g[j - c0]);
-            const double margin_pair = rel * q_len[i] * k_len[j];
-            for (size_t s = 0; s < n_scales; ++s) {
-              const double mag = c2[s] * a + inv_c2[s] * b;
-              const double approx = mag - two_g;
-              const double margin = margin_pair + kDoubleSlack * mag;
-              const double upper = approx + margin, lower = approx - margin;
-              bound.offer(upper);
-              if (lower <= bound.bound())
-                candidates.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(j),
-                                      static_cast<uint32_t>(s), lower});
-            }
-            limit = bound.bound() + slack_i;
-          }
-          if (candidates.size() >= prune_at) {
-            const double b_now = bound.bound();
-            candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
-                                            [&](const Candidate& c) { return c.lower > b_now; }),
-                             candidates.end());
-            prune_at = std::max<size_t>(2 * candidates.size(), 1 << 16);
-          }
-        }
-      }
+  // Step 1: screen, starting from a cap estimated on a sample of queries holding about 2^18
+  // items: its quantile at 1.25 times the needed fraction plus 6 standard deviations of the
+  // count (a cap too tight is detected and the pass redone without it).
+  const ScreenConstants sc(options, dim);
+  double cap = kInf;
+  if (out.pairs > (int64_t{1} << 18)) {
+    const auto step = std::max<int64_t>(1, static_cast<int64_t>(total_items / (1 << 18)));
+    std::vector<double> sample = pilot_upper_bounds(h, sc, step);
+    const double expected = static_cast<double>(need) * sample.size() / total_items;
+    const double rank = 1.25 * expected + 6.0 * std::sqrt(expected) + 16;
+    if (rank < static_cast<double>(sample.size())) {
+      auto at = sample.begin() + static_cast<int64_t>(rank);
+      std::nth_element(sample.begin(), at, sample.end());
+      cap = *at;
     }
   }
-  const double b_final = bound.finish();
-  candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
-                                  [&](const Candidate& c) { return c.lower > b_final; }),
-                   candidates.end());
+  std::vector<Candidate> candidates;
+  if (!screen(h, sc, need, cap, candidates)) screen(h, sc, need, kInf, candidates);
 
   // Step 2: exact distances and dot products of the survivors, in double.
-  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
-    if (a.query != b.query) return a.query < b.query;
-    if (a.scale != b.scale) return a.scale < b.scale;
-    return a.key < b.key;
-  });
+  candidates = group_by_query_and_scale(candidates, h.n, n_scales);
+  // `omp simd` lets the compiler split the sums into vector lanes (built with -fopenmp-simd,
+  // no OpenMP runtime): the result differs from a sequential sum only in the last bits.
   std::vector<double> y(candidates.size()), x(candidates.size());
   for (size_t t = 0; t < candidates.size(); ++t) {
     const Candidate& c = candidates[t];
-    const double* qv = &h.q[static_cast<size_t>(c.query) * dim];
-    const double* kv = &h.k[static_cast<size_t>(c.key) * dim];
-    const double* qr = &h.q_raw[static_cast<size_t>(c.query) * dim];
-    const double* kr = &h.k_raw[static_cast<size_t>(c.key) * dim];
-    const double cs = options.scales[c.scale];
+    const double* qd = &h.qd[static_cast<size_t>(c.query) * dim];
+    const double* kd = &h.kd[static_cast<size_t>(c.key) * dim];
+    const float* qr = in.q + static_cast<int64_t>(c.query) * in.stride;
+    const float* kr = in.k + static_cast<int64_t>(c.key) * in.stride;
+    const double cs = options.scales[c.scale], inv_cs = 1.0 / cs;
     double y2 = 0, dot = 0;
+#pragma omp simd reduction(+ : y2, dot)
     for (int l = 0; l < dim; ++l) {
-      const double diff = cs * qv[l] - kv[l] / cs;
+      const double diff = cs * qd[l] - kd[l] * inv_cs;
       y2 += diff * diff;
-      dot += qr[l] * kr[l];
+      dot += static_cast<double>(qr[l]) * static_cast<double>(kr[l]);
     }
     y[t] = std::sqrt(y2);
     x[t] = dot;
@@ -338,8 +404,7 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
     std::nth_element(sorted_y.begin(), sorted_y.begin() + lo, sorted_y.end());
     const double v_lo = sorted_y[lo];
     double v_hi = v_lo;
-    if (lo + 1 < n_items)
-      v_hi = *std::min_element(sorted_y.begin() + lo + 1, sorted_y.end());
+    if (lo + 1 < n_items) v_hi = *std::min_element(sorted_y.begin() + lo + 1, sorted_y.end());
     out.threshold = v_lo + frac * (v_hi - v_lo);
   }
   const double d = *out.threshold;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -81,12 +82,26 @@ std::optional<uint64_t> checked_mul(uint64_t a, uint64_t b) {
   throw FormatError(fmt::format("{}: {}: {}", file, rule, detail));
 }
 
+// Values quoted in messages are cut short: a broken header can be 100 MB.
+std::string brief(const json& value) {
+  constexpr std::size_t kMax = 80;
+  std::string text = value.dump();
+  if (text.size() > kMax) text = text.substr(0, kMax) + "...";
+  return text;
+}
+
+// The deepest legitimate value: root object (0) > entry (1) > shape array (2) > dimension (3).
+constexpr int kMaxDepth = 3;
+
 // nlohmann::json keeps the last of duplicate keys silently; a strict reader refuses them, since
-// two entries for one tensor name mean the file is not what its writer meant.
+// two entries for one tensor name mean the file is not what its writer meant. Deep nesting is
+// refused while parsing, before it can cost memory or recursion.
 json parse_header_json(const std::string& file, const std::string& text) {
   std::vector<std::set<std::string>> open_objects;
-  json::parser_callback_t reject_duplicates = [&](int, json::parse_event_t event,
-                                                  json& parsed) {
+  json::parser_callback_t strict = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth > kMaxDepth)
+      fail(file, "header nested too deeply",
+           fmt::format("values nested deeper than {} levels", kMaxDepth));
     if (event == json::parse_event_t::object_start) {
       open_objects.emplace_back();
     } else if (event == json::parse_event_t::object_end) {
@@ -99,7 +114,7 @@ json parse_header_json(const std::string& file, const std::string& text) {
     return true;
   };
   try {
-    return json::parse(text, reject_duplicates);
+    return json::parse(text, strict);
   } catch (const json::exception& e) {
     fail(file, "header is not valid JSON", e.what());
   }
@@ -117,7 +132,7 @@ std::optional<uint64_t> as_unsigned(const json& value) {
 TensorInfo parse_entry(const std::string& file, const std::string& name, const json& entry) {
   const std::string where = fmt::format("tensor '{}'", name);
   if (!entry.is_object())
-    fail(file, "tensor entry is not an object", fmt::format("{} is {}", where, entry.dump()));
+    fail(file, "tensor entry is not an object", fmt::format("{} is {}", where, brief(entry)));
   for (const auto& item : entry.items()) {
     const std::string& key = item.key();
     if (key != "dtype" && key != "shape" && key != "data_offsets")
@@ -133,20 +148,20 @@ TensorInfo parse_entry(const std::string& file, const std::string& name, const j
   const json& dtype = entry.at("dtype");
   std::optional<Dtype> parsed_dtype;
   if (dtype.is_string()) parsed_dtype = parse_dtype(dtype.get_ref<const std::string&>());
-  if (!parsed_dtype) fail(file, "unknown dtype", fmt::format("{} has dtype {}", where, dtype.dump()));
+  if (!parsed_dtype) fail(file, "unknown dtype", fmt::format("{} has dtype {}", where, brief(dtype)));
   info.dtype = *parsed_dtype;
 
   const json& shape = entry.at("shape");
   if (!shape.is_array())
     fail(file, "shape is not an array of non-negative integers",
-         fmt::format("{} has shape {}", where, shape.dump()));
+         fmt::format("{} has shape {}", where, brief(shape)));
   uint64_t n_bytes = dtype_size(info.dtype);
   bool overflow = false;
   for (const json& dim : shape) {
     const std::optional<uint64_t> size = as_unsigned(dim);
     if (!size || *size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       fail(file, "shape is not an array of non-negative integers",
-           fmt::format("{} has shape {}", where, shape.dump()));
+           fmt::format("{} has shape {}", where, brief(shape)));
     info.shape.push_back(static_cast<int64_t>(*size));
     const std::optional<uint64_t> product = checked_mul(n_bytes, *size);
     if (product) n_bytes = *product;
@@ -156,12 +171,12 @@ TensorInfo parse_entry(const std::string& file, const std::string& name, const j
   if (empty) n_bytes = 0;
   else if (overflow)
     fail(file, "tensor byte size overflows",
-         fmt::format("{} has shape {} of {}", where, shape.dump(), dtype_name(info.dtype)));
+         fmt::format("{} has shape {} of {}", where, brief(shape), dtype_name(info.dtype)));
 
   const json& offsets = entry.at("data_offsets");
   const auto bad_offsets = [&] {
     fail(file, "data_offsets is not [begin, end] with begin <= end",
-         fmt::format("{} has data_offsets {}", where, offsets.dump()));
+         fmt::format("{} has data_offsets {}", where, brief(offsets)));
   };
   if (!offsets.is_array() || offsets.size() != 2) bad_offsets();
   const std::optional<uint64_t> begin = as_unsigned(offsets[0]);
@@ -181,12 +196,12 @@ TensorInfo parse_entry(const std::string& file, const std::string& name, const j
 std::map<std::string, std::string> parse_metadata(const std::string& file, const json& metadata) {
   if (!metadata.is_object())
     fail(file, "__metadata__ is not an object of strings",
-         fmt::format("__metadata__ is {}", metadata.dump()));
+         fmt::format("__metadata__ is {}", brief(metadata)));
   std::map<std::string, std::string> result;
   for (const auto& item : metadata.items()) {
     if (!item.value().is_string())
       fail(file, "__metadata__ is not an object of strings",
-           fmt::format("key '{}' has value {}", item.key(), item.value().dump()));
+           fmt::format("key '{}' has value {}", item.key(), brief(item.value())));
     result.emplace(item.key(), item.value().get<std::string>());
   }
   return result;
@@ -252,7 +267,8 @@ SafetensorsFile::~SafetensorsFile() = default;
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   auto in = std::make_unique<std::ifstream>(path, std::ios::binary);
-  QKSCOPE_CHECK_AS(FormatError, in->is_open(), "{}: cannot open file", path);
+  QKSCOPE_CHECK_AS(FormatError, in->is_open(), "{}: cannot open file: {}", path,
+                   std::strerror(errno));
   in->seekg(0, std::ios::end);
   const std::streamoff size = in->tellg();
   QKSCOPE_CHECK_AS(FormatError, size >= 0, "{}: cannot determine the file size", path);
@@ -296,7 +312,7 @@ void SafetensorsFile::parse(std::unique_ptr<std::istream> in, uint64_t file_size
   if (text.empty() || text[0] != '{')
     fail(name_, "header is not a JSON object", "the header does not start with '{'");
   const json header = parse_header_json(name_, text);
-  if (!header.is_object()) fail(name_, "header is not a JSON object", header.dump());
+  if (!header.is_object()) fail(name_, "header is not a JSON object", brief(header));
 
   data_start_ = 8 + header_size;
   for (const auto& item : header.items()) {

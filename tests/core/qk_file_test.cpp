@@ -89,7 +89,8 @@ QkData make_data(bool with_ids) {
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 void expect_equal(const QkData& expected, const QkData& actual) {
@@ -391,6 +392,31 @@ TEST_F(QkFileTest, RejectsCorruptedBytes) {
   }
   std::ofstream(planted_, std::ios::binary | std::ios::trunc) << bytes << "extra";
   EXPECT_THAT(error_of([&] { read_qk_file(planted_); }), HasSubstr("trailing bytes"));
+}
+
+// The bundled example, written by tools/make_example_qk.py (numpy and a hand-made header): an
+// independent writer that the reader must agree with.
+TEST(QkFileExampleTest, ReadsBundledExample) {
+  const fs::path path =
+      fs::path(__FILE__).parent_path() / ".." / ".." / "examples" / "example_qk.safetensors";
+  const QkData data = read_qk_file(path.string());
+  ASSERT_EQ(data.sites.size(), 2u);
+  EXPECT_EQ(data.n_tokens(), 371);
+  EXPECT_EQ(data.sequences_seen, 30);
+  EXPECT_EQ(data.tokens_seen, 371);
+  EXPECT_TRUE(data.has_token_ids());
+  EXPECT_EQ(data.token_id.front(), 101);
+  EXPECT_EQ(data.token_id.back(), 102);
+  EXPECT_EQ(data.sequence.back(), 29);
+  for (int layer = 0; layer < 2; ++layer) {
+    const SiteData& site = data.sites[layer];
+    EXPECT_EQ(site.layer, layer);
+    EXPECT_EQ(site.module, fmt::format("encoder.layer.{}.attention.self", layer));
+    EXPECT_EQ(site.prescale, 1.0);
+    EXPECT_EQ(site.n_heads, 4);
+    EXPECT_EQ(site.head_dim, 16);
+    EXPECT_EQ(site.head_index, (std::vector<int>{0, 1, 2, 3}));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

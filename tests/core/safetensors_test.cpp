@@ -246,6 +246,15 @@ TEST(SafetensorsTest, RejectsDuplicateKeys) {
               HasSubstr("duplicate key in header"));
 }
 
+TEST(SafetensorsTest, RejectsDeepNesting) {
+  EXPECT_THAT(format_error(file_of(R"({"t":{"dtype":"F32","shape":[[2]],"data_offsets":[0,8]}})",
+                                   std::string(8, '\0'))),
+              HasSubstr("header nested too deeply"));
+  // Deep enough to overflow the stack of a recursive parser or printer.
+  const std::string deep = "{\"t\":" + std::string(1'000'000, '[') + std::string(1'000'000, ']') + "}";
+  EXPECT_THAT(format_error(file_of(deep)), HasSubstr("header nested too deeply"));
+}
+
 TEST(SafetensorsTest, RejectsEntriesMissingFields) {
   const std::string data(8, '\0');
   EXPECT_THAT(format_error(file_of(R"({"t":{"shape":[2],"data_offsets":[0,8]}})", data)),

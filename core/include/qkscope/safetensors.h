@@ -11,7 +11,8 @@
 // there is one, the tensor):
 //   - the file holds at least the 8-byte header length;
 //   - the header length is at most 100,000,000 bytes and lies within the file;
-//   - the header is valid UTF-8 JSON, an object, starting with '{', with no duplicate keys;
+//   - the header is valid UTF-8 JSON, an object, starting with '{', with no duplicate keys and
+//     no nesting deeper than a shape array (depth 3);
 //   - each entry is an object with exactly the keys dtype, shape, data_offsets;
 //   - dtype is one of the names of `Dtype`; shape is an array of non-negative integers;
 //   - data_offsets is [begin, end] of non-negative integers with begin <= end;
@@ -26,7 +27,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <istream>
+#include <iosfwd>
 #include <map>
 #include <memory>
 #include <optional>
