@@ -72,12 +72,13 @@ std::string heatmaps_svg(const CTable& table) {
     std::optional<double> HeadResult::*value;
   };
   const Panel panels[] = {{"weighted correlation", &HeadResult::c_wcorr},
-                          {"weighted correlation scaled", &HeadResult::c_wcorr_scaled},
+                          {"w. correlation scaled", &HeadResult::c_wcorr_scaled},
                           {"norm ratio", &HeadResult::c_norm}};
-  const int panel_w = std::max(n_cols, 1) * kCell;
+  // Panels are at least wide enough for their titles.
+  const int panel_w = std::max(std::max(n_cols, 1) * kCell, 200);
   const int panel_h = std::max(n_rows, 1) * kCell;
   const int legend_w = 260;
-  const int width = kMarginLeft + 3 * panel_w + 2 * kPanelGap + 40;
+  const int width = kMarginLeft + 3 * panel_w + 2 * kPanelGap + 20;
   const int height = kMarginTop + panel_h + 110;
 
   std::string svg = fmt::format(
@@ -87,7 +88,7 @@ std::string heatmaps_svg(const CTable& table) {
       "<rect width=\"6\" height=\"6\" fill=\"#ffffff\"/>"
       "<path d=\"M0,6 L6,0\" stroke=\"#999999\" stroke-width=\"1\"/></pattern></defs>\n"
       "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-      std::max(width, kMarginLeft + legend_w + 40), height);
+      std::max(width, kMarginLeft + legend_w + 260), height);
 
   for (int p = 0; p < 3; ++p) {
     const int x0 = kMarginLeft + p * (panel_w + kPanelGap);

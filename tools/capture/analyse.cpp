@@ -1,0 +1,82 @@
+#include "analyse.h"
+
+#include <cstdio>
+#include <numeric>
+
+#include "progress.h"
+#include "qkscope/metrics.h"
+#include "qkscope/qk_file.h"
+#include "qkscope/qk_store.h"
+
+namespace qkscope::cli {
+namespace {
+
+// --max-tokens on a saved file: the same seeded sample of whole sequences as a live capture.
+QkData subsample(QkData data, const CaptureOptions& options) {
+  StoreOptions store_options;
+  store_options.max_tokens = options.max_tokens;
+  store_options.seed = options.seed;
+  QkStore store(store_options);
+  for (const SiteData& site : data.sites)
+    store.declare_site(site.layer, SiteMeta{site.module, site.prescale, site.head_index});
+  for (const SiteData& site : data.sites) {
+    QkBatch batch;
+    batch.layer = site.layer;
+    batch.n_tokens = data.n_tokens();
+    batch.n_heads = site.n_heads;
+    batch.head_dim = site.head_dim;
+    batch.q = site.q.data();
+    batch.k = site.k.data();
+    batch.sequence = data.sequence.data();
+    batch.position = data.position.data();
+    batch.token_id = data.has_token_ids() ? data.token_id.data() : nullptr;
+    store.add(batch);
+  }
+  QkData sampled = store.take();
+  sampled.tokens_seen = std::max(data.tokens_seen, data.n_tokens());
+  sampled.sequences_seen = std::max(data.sequences_seen, sampled.sequences_seen);
+  return sampled;
+}
+
+}  // namespace
+
+void analyse_and_write(const QkData& data, const CaptureOptions& options, const RunInfo& run,
+                       bool save, double capture_seconds) {
+  if (save && !options.save_qk.empty()) write_qk_file(options.save_qk, data);
+  Progress progress("metrics (heads)", !options.quiet);
+  CTable table = compute_ctable(data, options.metrics, [&](int64_t done, int64_t total) {
+    progress.update(done, total);
+  });
+  progress.finish();
+  const double metric_seconds = progress.elapsed();
+  auto paths = write_outputs(options.out, table, run);
+  if (options.quiet) return;
+
+  int64_t chosen = 0;
+  for (const HeadResult& h : table.heads) chosen += h.c_wcorr.has_value();
+  std::string sites = std::to_string(data.sites.size());
+  std::fprintf(stderr,
+               "capture: %lld of %lld tokens kept (%lld of %lld sequences), %s sites, %zu heads "
+               "(%lld with a weighted-correlation choice); capture %.2f s, metrics %.2f s.\n"
+               "Tables: %s/heads.csv (per head c), scales.csv, ctable.json; heatmap: %s/heatmaps.svg%s%s\n",
+               static_cast<long long>(table.tokens_kept), static_cast<long long>(table.tokens_seen),
+               static_cast<long long>(table.sequences_kept),
+               static_cast<long long>(table.sequences_seen), sites.c_str(), table.heads.size(),
+               static_cast<long long>(chosen), capture_seconds, metric_seconds,
+               options.out.c_str(), options.out.c_str(),
+               save && !options.save_qk.empty() ? "; q/k: " : "",
+               save && !options.save_qk.empty() ? options.save_qk.c_str() : "");
+}
+
+int run_qk_mode(const CaptureOptions& options) {
+  QkData data = read_qk_file(options.qk);
+  if (options.max_tokens) data = subsample(std::move(data), options);
+  RunInfo run;
+  run.model = options.qk;
+  run.max_tokens = options.max_tokens;
+  run.seed = options.seed;
+  analyse_and_write(data, options, run, /*save=*/!options.save_qk.empty(), 0.0);
+  return 0;
+}
+
+}  // namespace qkscope::cli

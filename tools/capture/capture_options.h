@@ -1,0 +1,54 @@
+// The options of the `capture` program (SPEC section 5), parsed with CLI11. One row per flag
+// in capture_options.cpp: flag, value hint, help; --help is generated from them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qkscope/metrics.h"
+
+namespace qkscope::cli {
+
+struct CaptureOptions {
+  // What to run.
+  std::string model;      // --model
+  std::string text;       // --text
+  std::string ids;        // --ids
+  std::string inputs;     // --inputs
+  std::string qk;         // --qk
+  bool list_sites = false;
+  // Tokenizer for --text.
+  std::string tokenizer;  // --tokenizer (tokenizer.json)
+  std::string vocab;      // --vocab (vocab.txt)
+  bool cased = false;
+  std::string spm;        // --spm
+  // Outputs.
+  std::string out;        // --out
+  std::string save_qk;    // --save-qk
+  // Metrics.
+  MetricOptions metrics;
+  std::string scales_text = "0.2,0.4,0.8,1,1.25,2.5,5";
+  // Store.
+  std::optional<int64_t> max_tokens;
+  uint64_t seed = 0;
+  // Running the model.
+  int batch_size = 8;
+  std::optional<int> max_length;
+  std::optional<int> pad_to;
+  int threads = 0;
+  std::string layers_text;  // --layers "0,3-5"
+  bool quiet = false;
+};
+
+// Parses argv into options and checks that the flags form one valid mode. Throws
+// qkscope::UsageError (exit status 2) with a one-line message naming the flag. Returns
+// nullopt when --help or --version was printed (to `help_out`) and nothing else is to be done.
+std::optional<CaptureOptions> parse_capture_options(int argc, const char* const* argv,
+                                                    std::string& help_out);
+
+// "0,3-5" -> {0, 3, 4, 5}; throws UsageError.
+std::vector<int> parse_layer_list(const std::string& text);
+
+}  // namespace qkscope::cli

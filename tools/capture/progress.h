@@ -1,0 +1,32 @@
+// A progress line on stderr, redrawn in place at most a few times a second, only when stderr
+// is a terminal (so logs and pipes stay clean).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace qkscope::cli {
+
+class Progress {
+ public:
+  // `enabled` false (--quiet) silences it even on a terminal.
+  Progress(std::string what, bool enabled);
+  ~Progress();
+
+  // Reports `done` of `total` units (total 0 when unknown) and extra text (e.g. tokens/s).
+  void update(int64_t done, int64_t total, const std::string& extra = {});
+  // Clears the line (before a summary or an error is printed).
+  void finish();
+
+  // Seconds since construction.
+  double elapsed() const;
+
+ private:
+  std::string what_;
+  bool active_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+}  // namespace qkscope::cli
