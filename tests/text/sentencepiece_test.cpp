@@ -1,12 +1,18 @@
 // SentencePiece: a tiny unigram model is trained at test time (libsentencepiece's trainer) from
 // a fixed text. Checks: ids in range, bos/eos options, round trip through the library's own
-// decoder, and agreement with the spm_encode binary when it is installed.
+// decoder, and agreement with the spm_encode binary when it is installed. This binary links
+// libsentencepiece itself (trainer, reference decoder); the tokenizer under test still reaches
+// it only through the dlopen'ed libqkscope_spm module, which the last tests check.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <link.h>
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -14,6 +20,7 @@
 #include "fixtures.h"
 #include "qkscope/error.h"
 #include "qkscope/text/tokenizer.h"
+#include "src/spm_module.h"  // tools/text/src/spm_module.h: the module loader's internals
 
 namespace qkscope::text {
 namespace {
@@ -156,6 +163,107 @@ TEST_F(SentencePieceTest, RejectsFilesThatAreNotModels) {
     FAIL() << "did not throw";
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find(junk.string()), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(SentencePieceTest, LoadsThroughTheDlopenedModule) {
+  auto tok = load_sentencepiece(model_);
+  ASSERT_FALSE(tok->encode("the dog").empty());
+  const auto& module = detail::spm_module();
+  EXPECT_EQ(module.path.filename(), "libqkscope_spm.so");
+  ASSERT_NE(module.handle, nullptr);
+  void* handle = dlopen(module.path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  EXPECT_NE(handle, nullptr) << module.path << " is not loaded";
+  if (handle != nullptr) dlclose(handle);
+}
+
+// Sets (or unsets, with nullopt) an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value) {
+      setenv(name, value->c_str(), 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST(SentencePieceModule, EnvironmentVariableIsTheOnlyCandidateWhenSet) {
+  ScopedEnv env("QKSCOPE_SPM_MODULE", "/opt/elsewhere/libqkscope_spm.so");
+  EXPECT_EQ(detail::spm_module_candidates(),
+            (std::vector<std::filesystem::path>{"/opt/elsewhere/libqkscope_spm.so"}));
+}
+
+TEST(SentencePieceModule, DefaultCandidatesStartNextToTheProgramAndFindTheBuiltModule) {
+  ScopedEnv env("QKSCOPE_SPM_MODULE", std::nullopt);
+  const auto candidates = detail::spm_module_candidates();
+  ASSERT_GE(candidates.size(), 4u);
+  // qkscope_text is linked into this executable: the first place looked at is beside it.
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(candidates.front(), exe.parent_path() / "libqkscope_spm.so");
+  EXPECT_EQ(candidates[1],
+            (exe.parent_path() / ".." / "lib" / "libqkscope_spm.so").lexically_normal());
+  bool found = false;
+  for (const auto& path : candidates) {
+    EXPECT_EQ(path.filename(), "libqkscope_spm.so");
+    EXPECT_TRUE(path.is_absolute()) << path;
+    found = found || std::filesystem::is_regular_file(path, ec);
+  }
+  EXPECT_TRUE(found) << "the build tree's module is among the candidates";
+}
+
+TEST(SentencePieceModule, LoadFailureNamesEveryPathTriedAndWhy) {
+  testing::ScratchDir dir;
+  const auto missing = dir.path() / "nowhere" / "libqkscope_spm.so";
+  const auto junk = dir.write("libqkscope_spm.so", "not an ELF file");
+  // A real shared object that is not our module: libsentencepiece itself.
+  void* sp = dlopen("libsentencepiece.so.0", RTLD_NOW | RTLD_NOLOAD);
+  ASSERT_NE(sp, nullptr) << "this binary links libsentencepiece";
+  link_map* map = nullptr;
+  ASSERT_EQ(dlinfo(sp, RTLD_DI_LINKMAP, &map), 0);
+  const std::filesystem::path other = map->l_name;
+  dlclose(sp);
+  try {
+    detail::open_spm_module({missing, junk, other});
+    FAIL() << "did not throw";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find(missing.string() + " (no such file)"), std::string::npos) << message;
+    EXPECT_NE(message.find(junk.string() + " ("), std::string::npos) << message;
+    EXPECT_NE(message.find(other.string() + " (not a qkscope SentencePiece module"),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find("QKSCOPE_SPM_MODULE"), std::string::npos) << message;
+    EXPECT_EQ(message.find('\n'), std::string::npos) << "one line: " << message;
+  }
+}
+
+TEST(SentencePieceModule, BadEnvironmentPathIsAnErrorNamingIt) {
+  ScopedEnv env("QKSCOPE_SPM_MODULE", "/nonexistent/qkscope/libqkscope_spm.so");
+  try {
+    detail::open_spm_module(detail::spm_module_candidates());
+    FAIL() << "did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/qkscope/libqkscope_spm.so (no such file)"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -1,11 +1,9 @@
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <cstdio>
-#include <filesystem>
+#include <algorithm>
 #include <fstream>
-#include <sstream>
+
+#include "cli_test_util.h"
 
 #include "qkscope/metrics.h"
 #include "qkscope/qk_file.h"
@@ -15,38 +13,10 @@ namespace qkscope {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct Result {
-  int status = -1;
-  std::string err;
-};
-
-// Runs capture with `args` (a shell-quoted string), capturing stderr.
-Result run_capture(const std::string& args) {
-  fs::path err_file = fs::temp_directory_path() / "qkscope_cli_stderr.txt";
-  std::string cmd = std::string(QKSCOPE_CAPTURE_EXE) + " " + args + " 2>" + err_file.string() + " >/dev/null";
-  int raw = std::system(cmd.c_str());
-  Result r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  std::ifstream in(err_file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
-  return r;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-fs::path fresh_dir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / name;
-  fs::remove_all(dir);
-  return dir;
-}
+using testing::fresh_dir;
+using testing::read_text;
+using testing::run_capture;
+using Result = testing::CliResult;
 
 TEST(CaptureCliTest, QkModeWritesTheEngineTable) {
   fs::path dir = fresh_dir("qkscope_cli_qk");

@@ -1,0 +1,147 @@
+#include "run_model.h"
+
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "analyse.h"
+#include "corpus.h"
+#include "progress.h"
+#include "qkscope/capture_module.h"
+#include "qkscope/capture_sink.h"
+#include "qkscope/error.h"
+#include "qkscope/model_runner.h"
+#include "qkscope/qk_store.h"
+#include "qkscope/safetensors.h"
+#include "qkscope/text/tokenizer.h"
+
+namespace qkscope::cli {
+namespace {
+
+// Rows of the first parameter whose name ends with one of `suffixes` (HuggingFace's names for
+// the token and position embedding tables), and that name.
+std::optional<std::pair<int64_t, std::string>> embedding_rows(
+    const torch::jit::Module& module, std::initializer_list<const char*> suffixes) {
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
+    for (const char* suffix : suffixes) {
+      const std::string s(suffix);
+      if (p.name.size() >= s.size() && p.name.compare(p.name.size() - s.size(), s.size(), s) == 0 &&
+          p.value.dim() == 2)
+        return std::make_pair(p.value.size(0), p.name);
+    }
+  }
+  return std::nullopt;
+}
+
+std::unique_ptr<text::Tokenizer> load_tokenizer(const CaptureOptions& o) {
+  if (!o.tokenizer.empty()) return text::load_tokenizer_json(o.tokenizer);
+  if (!o.vocab.empty()) return text::load_bert_vocab(o.vocab, /*lowercase=*/!o.cased);
+  return text::load_sentencepiece(o.spm);
+}
+
+// --inputs: tensors read from a safetensors file, bound by name.
+struct InputFile {
+  std::vector<std::string> bytes;  // owns the data the views point to
+  std::map<std::string, InputTensor> tensors;
+  int64_t rows = 0;
+};
+
+InputFile read_inputs(const std::string& path) {
+  InputFile f;
+  SafetensorsFile file = SafetensorsFile::open(path);
+  f.bytes.reserve(file.tensors().size());
+  for (const TensorInfo& info : file.tensors()) {
+    QKSCOPE_CHECK(!info.shape.empty(), "{}: tensor '{}' has no batch dimension (shape {})", path,
+                  info.name, shape_string(info.shape));
+    f.bytes.push_back(file.read_bytes(info.name));
+    f.tensors[info.name] = InputTensor{dtype_name(info.dtype), info.shape, f.bytes.back().data()};
+    f.rows = info.shape[0];
+  }
+  QKSCOPE_CHECK(!f.tensors.empty(), "{}: no tensors in the inputs file", path);
+  return f;
+}
+
+}  // namespace
+
+int run_model_mode(const CaptureOptions& o) {
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  CaptureModule module = CaptureModule::load(o.model);
+  if (o.list_sites) {
+    std::cout << format_sites(module.sites());
+    return 0;
+  }
+
+  StoreOptions store_options;
+  store_options.max_tokens = o.max_tokens;
+  store_options.seed = o.seed;
+  QkStore store(store_options);
+  SiteFilter filter;
+  if (!o.layers_text.empty()) filter.layers = parse_layer_list(o.layers_text);
+  StoreSink sink(store, filter);
+
+  RunInfo run;
+  run.model = o.model;
+  run.max_tokens = o.max_tokens;
+  run.seed = o.seed;
+  const auto start = std::chrono::steady_clock::now();
+  Progress progress("capture (sequences)", !o.quiet);
+
+  if (!o.inputs.empty()) {
+    run.input = o.inputs;
+    InputFile inputs = read_inputs(o.inputs);
+    RunOptions ro;
+    ro.batch_size = o.batch_size;
+    ro.progress = [&](int64_t done, int64_t total) { progress.update(done, total); };
+    run_model(module, inputs.tensors, sink, ro);
+  } else {
+    run.input = o.text.empty() ? o.ids : o.text;
+    const auto vocab = embedding_rows(module.original(),
+                                      {"word_embeddings.weight", "wte.weight", "embed_tokens.weight",
+                                       "shared.weight", "embeddings.weight"});
+    const auto positions = embedding_rows(module.original(), {"position_embeddings.weight", "wpe.weight"});
+    const int max_length = o.max_length.value_or(
+        positions ? static_cast<int>(std::min<int64_t>(positions->first, 128)) : 128);
+    std::vector<Sequence> sequences;
+    int64_t pad_id = 0;
+    if (!o.text.empty()) {
+      auto tokenizer = load_tokenizer(o);
+      pad_id = tokenizer->pad_id();
+      sequences = read_text_file(o.text, *tokenizer, static_cast<size_t>(max_length));
+    } else {
+      sequences = read_id_file(o.ids);
+      for (const Sequence& s : sequences)
+        QKSCOPE_CHECK(static_cast<int>(s.ids.size()) <= max_length,
+                      "{}:{}: {} ids, longer than --max-length {}", o.ids, s.line, s.ids.size(),
+                      max_length);
+    }
+    if (vocab) check_vocabulary(sequences, vocab->first, run.input, vocab->second);
+
+    int64_t tokens_done = 0;
+    for (size_t begin = 0; begin < sequences.size(); begin += o.batch_size) {
+      const size_t end = std::min(sequences.size(), begin + static_cast<size_t>(o.batch_size));
+      auto batch = make_batch(sequences, begin, end, pad_id, o.pad_to, module.argument_names());
+      RunOptions ro;
+      ro.batch_size = static_cast<int64_t>(end - begin);
+      ro.first_sequence = static_cast<int64_t>(begin);
+      run_model(module, batch->tensors, sink, ro);
+      tokens_done += batch->tokens;
+      const double seconds = progress.elapsed();
+      progress.update(static_cast<int64_t>(end), static_cast<int64_t>(sequences.size()),
+                      fmt::format("{} tokens, {:.0f} tokens/s", tokens_done,
+                                  seconds > 0 ? tokens_done / seconds : 0.0));
+    }
+  }
+  progress.finish();
+  const double capture_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  QkData data = store.take();
+  QKSCOPE_CHECK(!data.sites.empty(), "no attention site was captured (--layers {} matches none?)",
+                o.layers_text);
+  analyse_and_write(data, o, run, /*save=*/true, capture_seconds);
+  return 0;
+}
+
+}  // namespace qkscope::cli
