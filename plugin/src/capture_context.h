@@ -1,0 +1,107 @@
+// Internal state shared by the capture op (capture_op.cpp), the graph pass and CaptureModule.
+#pragma once
+
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "libtorch_utils.h"
+#include "qkscope/capture_module.h"
+#include "qkscope/capture_session.h"
+#include "qkscope/capture_sink.h"
+
+namespace qkscope {
+
+struct CaptureModule::State {
+  std::string name;
+  LoadOptions options;
+  torch::jit::Module original;
+  torch::jit::Module instrumented;
+  std::vector<std::string> argument_names;
+  std::string schema;
+  int mask_argument = -1;  // index into forward's inputs (without self), -1 when absent
+  int ids_argument = -1;
+
+  // Sites with the sizes learnt from the first forward that reached them.
+  mutable std::mutex mutex;
+  std::vector<SiteDescription> sites;
+  std::atomic<bool> sizes_known{false};  // set once a forward with a session has completed
+
+  std::vector<SiteDescription> snapshot() const {
+    std::lock_guard<std::mutex> lock(mutex);
+    return sites;
+  }
+  void record_sizes(int site, int n_heads, int head_dim) {
+    std::lock_guard<std::mutex> lock(mutex);
+    sites[site].n_heads = n_heads;
+    sites[site].head_dim = head_dim;
+  }
+};
+
+namespace detail {
+
+// Everything one forward with a session needs; lives on the forward's stack, reached by the
+// capture op through a thread_local pointer.
+class ForwardContext {
+ public:
+  ForwardContext(CaptureModule::State& module, CaptureSink& sink, CaptureSession& session,
+                 const std::vector<c10::IValue>& inputs, const std::vector<int64_t>* sequences);
+
+  // Called by the capture op. Never throws: the first error is kept for finish().
+  void capture(const at::Tensor& q, const at::Tensor& k, int64_t site) noexcept;
+
+  // After the forward: rethrows a capture error, waits for device copies, delivers what was
+  // deferred.
+  void finish();
+
+ private:
+  struct Pending {
+    int site = 0;
+    SiteDescription description;
+    std::vector<int> heads;
+    at::Tensor q, k;  // [n, H', D] float, host (pinned when copied from a device)
+  };
+
+  void bind_tokens(const at::Tensor& q);
+  at::Tensor gather(const at::Tensor& t, const at::Tensor& head_index);
+  void deliver(const Pending& p);
+
+  CaptureModule::State& module_;
+  CaptureSink& sink_;
+  CaptureSession& session_;
+  const std::vector<int64_t>* explicit_sequences_;
+  std::vector<SiteDescription> sites_;  // snapshot at forward start
+  bool defer_ = false;                  // deliver at finish() (sizes unknown at start)
+  bool device_copies_ = false;          // some pending copies are non-blocking device->host
+  c10::Device device_ = c10::kCPU;      // device of the last captured site
+  std::exception_ptr error_;
+
+  // Tokens of this forward, fixed by the first captured site.
+  at::Tensor mask_;  // [B, S] bool on CPU, or undefined
+  at::Tensor ids_;   // [B, S] int64 on CPU, or undefined
+  bool tokens_bound_ = false;
+  int64_t batch_ = -1, seq_len_ = -1;
+  bool all_valid_ = true;
+  at::Tensor row_index_, pos_index_;                  // [n] int64 on CPU
+  at::Tensor row_index_dev_, pos_index_dev_;          // the same on device_
+  std::vector<int64_t> sequence_, position_, token_id_;  // [n] each (token_id_ may be empty)
+
+  std::vector<Pending> pending_;
+};
+
+// The calling thread's active forward, or nullptr.
+ForwardContext* active_forward();
+void set_active_forward(ForwardContext* context);
+
+// Forces the capture op's registration into the link (static builds).
+void ensure_capture_op_registered();
+
+// The graph pass (graph_pass.cpp): instruments the inlined forward graph of `module` in place
+// and returns its sites. Throws qkscope::Error naming `name` when none is found.
+std::vector<SiteDescription> instrument_attention_sites(torch::jit::Module& module,
+                                                        const std::string& name);
+
+}  // namespace detail
+}  // namespace qkscope
