@@ -58,8 +58,9 @@ struct PreparedHead {
 
 };
 
-PreparedHead prepare(const HeadInput& in, const MetricOptions& options) {
-  PreparedHead h;
+// Fills `h` (reusing its memory: a worker thread prepares many heads of the same size).
+void prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h) {
+  h.regions.clear();
   h.n = in.n_tokens;
   h.dim = in.head_dim;
   const int64_t n = h.n;
@@ -122,7 +123,6 @@ PreparedHead prepare(const HeadInput& in, const MetricOptions& options) {
                                             in.position[i]) - in.position
                          : r.end;
     }
-  return h;
 }
 
 // Keeps B = the K-th smallest of the values offered (values at or above a starting cap are
@@ -242,14 +242,15 @@ bool screen(const PreparedHead& h, const ScreenConstants& sc, size_t need, doubl
       const double rel_q = sc.rel * h.q_len[i];
       // The lowest lower bound of y^2 over the grid for a whole row, in loops without branches
       // that vectorise: most pairs are rejected here with a few instructions each.
-      for (int64_t t = 0; t < width; ++t) lower[t] = row_mag[0] + sc.inv_c2[0] * b[t];
-      for (size_t s = 1; s < n_scales; ++s) {
-        const double m = row_mag[s], w = sc.inv_c2[s];
-        for (int64_t t = 0; t < width; ++t) lower[t] = std::min(lower[t], m + w * b[t]);
+      const double* m = row_mag.data();
+      const double* w = sc.inv_c2.data();
+      const double shrink = 1.0 - 2 * kDoubleSlack;
+#pragma omp simd
+      for (int64_t t = 0; t < width; ++t) {
+        double v = m[0] + w[0] * b[t];
+        for (size_t s = 1; s < n_scales; ++s) v = std::min(v, m[s] + w[s] * b[t]);
+        lower[t] = v * shrink - 2.0 * static_cast<double>(g[t]) - rel_q * k_len[t];
       }
-      for (int64_t t = 0; t < width; ++t)
-        lower[t] = lower[t] * (1.0 - 2 * kDoubleSlack) - 2.0 * static_cast<double>(g[t]) -
-                   rel_q * k_len[t];
       for (int64_t t = 0; t < width; ++t) {
         if (lower[t] > bound.bound()) continue;
         const double two_g = 2.0 * static_cast<double>(g[t]);
@@ -284,15 +285,14 @@ bool screen(const PreparedHead& h, const ScreenConstants& sc, size_t need, doubl
 
 // Candidates reordered so that those of one (query, scale) are contiguous: a counting sort,
 // linear in the number of candidates.
-std::vector<Candidate> group_by_query_and_scale(const std::vector<Candidate>& candidates,
-                                                int64_t n_queries, size_t n_scales) {
+void group_by_query_and_scale(const std::vector<Candidate>& candidates, int64_t n_queries,
+                              size_t n_scales, std::vector<Candidate>& grouped) {
   std::vector<uint32_t> start(static_cast<size_t>(n_queries) * n_scales + 1, 0);
   auto bucket = [&](const Candidate& c) { return static_cast<size_t>(c.query) * n_scales + c.scale; };
   for (const Candidate& c : candidates) ++start[bucket(c) + 1];
   for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
-  std::vector<Candidate> grouped(candidates.size());
+  grouped.resize(candidates.size());
   for (const Candidate& c : candidates) grouped[start[bucket(c)]++] = c;
-  return grouped;
 }
 
 // Weighted Pearson correlation of (x, y) with weights w, two-pass; nullopt when x or y takes a
@@ -335,10 +335,40 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
+FiniteHead drop_nonfinite_tokens(const HeadInput& in) {
+  FiniteHead out;
+  out.input = in;
+  auto finite = [&](int64_t t) {
+    for (int l = 0; l < in.head_dim; ++l)
+      if (!std::isfinite(in.q[t * in.stride + l]) || !std::isfinite(in.k[t * in.stride + l]))
+        return false;
+    return true;
+  };
+  int64_t t = 0;
+  while (t < in.n_tokens && finite(t)) ++t;
+  if (t == in.n_tokens) return out;
+  for (int64_t u = 0; u < in.n_tokens; ++u) {
+    if (!finite(u)) continue;
+    out.q.insert(out.q.end(), in.q + u * in.stride, in.q + u * in.stride + in.head_dim);
+    out.k.insert(out.k.end(), in.k + u * in.stride, in.k + u * in.stride + in.head_dim);
+    out.sequence.push_back(in.sequence[u]);
+    out.position.push_back(in.position[u]);
+  }
+  out.input.q = out.q.data();
+  out.input.k = out.k.data();
+  out.input.stride = in.head_dim;
+  out.input.n_tokens = static_cast<int64_t>(out.sequence.size());
+  out.input.sequence = out.sequence.data();
+  out.input.position = out.position.data();
+  return out;
+}
+
 HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
   QKSCOPE_CHECK(in.n_tokens < (int64_t{1} << 32), "head has {} tokens; at most 2^32 are supported",
                 in.n_tokens);
-  const PreparedHead h = prepare(in, options);
+  thread_local PreparedHead workspace;
+  prepare(in, options, workspace);
+  const PreparedHead& h = workspace;
   const int dim = h.dim;
   const size_t n_scales = options.scales.size();
 
@@ -373,14 +403,17 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
       cap = *at;
     }
   }
-  std::vector<Candidate> candidates;
-  if (!screen(h, sc, need, cap, candidates)) screen(h, sc, need, kInf, candidates);
+  // Per-thread buffers, reused across the heads a worker computes.
+  thread_local std::vector<Candidate> screened, candidates;
+  thread_local std::vector<double> y, x, sorted_y;
+  if (!screen(h, sc, need, cap, screened)) screen(h, sc, need, kInf, screened);
 
   // Step 2: exact distances and dot products of the survivors, in double.
-  candidates = group_by_query_and_scale(candidates, h.n, n_scales);
+  group_by_query_and_scale(screened, h.n, n_scales, candidates);
   // `omp simd` lets the compiler split the sums into vector lanes (built with -fopenmp-simd,
   // no OpenMP runtime): the result differs from a sequential sum only in the last bits.
-  std::vector<double> y(candidates.size()), x(candidates.size());
+  y.resize(candidates.size());
+  x.resize(candidates.size());
   for (size_t t = 0; t < candidates.size(); ++t) {
     const Candidate& c = candidates[t];
     const double* qd = &h.qd[static_cast<size_t>(c.query) * dim];
@@ -400,7 +433,7 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
   }
   QKSCOPE_ASSERT(candidates.size() >= need);
   {
-    std::vector<double> sorted_y(y);
+    sorted_y.assign(y.begin(), y.end());
     std::nth_element(sorted_y.begin(), sorted_y.begin() + lo, sorted_y.end());
     const double v_lo = sorted_y[lo];
     double v_hi = v_lo;

@@ -37,4 +37,14 @@ struct HeadOutcome {
 
 HeadOutcome compute_head(const HeadInput& input, const MetricOptions& options);
 
+// A head's input without the tokens whose q or k holds NaN or Inf. `input` points into `q`,
+// `k`, `sequence`, `position` when tokens were dropped, and is the original input otherwise
+// (the common case costs one scan and no copy).
+struct FiniteHead {
+  HeadInput input;
+  std::vector<float> q, k;
+  std::vector<int64_t> sequence, position;
+};
+FiniteHead drop_nonfinite_tokens(const HeadInput& input);
+
 }  // namespace qkscope::detail

@@ -127,6 +127,7 @@ CTable compute_ctable(const QkData& data, const MetricOptions& options,
     for (int h = 0; h < data.sites[s].n_heads; ++h) refs.push_back({s, h});
 
   std::vector<detail::HeadOutcome> outcomes(refs.size());
+  std::vector<int64_t> nonfinite(refs.size(), 0);
   const int threads =
       options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   parallel_for(
@@ -141,7 +142,9 @@ CTable compute_ctable(const QkData& data, const MetricOptions& options,
         in.n_tokens = data.n_tokens();
         in.sequence = data.sequence.data();
         in.position = data.position.data();
-        outcomes[i] = detail::compute_head(in, options);
+        const detail::FiniteHead finite = detail::drop_nonfinite_tokens(in);
+        nonfinite[i] = in.n_tokens - finite.input.n_tokens;
+        outcomes[i] = detail::compute_head(finite.input, options);
       },
       progress);
 
@@ -160,7 +163,8 @@ CTable compute_ctable(const QkData& data, const MetricOptions& options,
     head.head = site.head_index[refs[i].head];
     head.module = site.module;
     head.prescale = site.prescale;
-    head.tokens = data.n_tokens();
+    head.tokens = data.n_tokens() - nonfinite[i];
+    head.nonfinite_tokens = nonfinite[i];
     head.pairs = o.pairs;
     head.threshold = o.threshold;
     head.median_q_norm = o.median_q_norm;

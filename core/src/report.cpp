@@ -90,6 +90,7 @@ std::string ctable_json(const CTable& table, const RunInfo& run) {
                      {"module", h.module},
                      {"prescale", h.prescale},
                      {"tokens", h.tokens},
+                     {"nonfinite_tokens", h.nonfinite_tokens},
                      {"pairs", h.pairs},
                      {"threshold", optional_json(h.threshold)},
                      {"median_q_norm", h.median_q_norm},

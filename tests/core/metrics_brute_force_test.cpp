@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <limits>
 #include <random>
 
 #include "qkscope/metrics.h"
@@ -323,6 +324,55 @@ TEST(BruteForceLargeTest, LongSequencesCentered) {
   o.center = true;
   o.percentile = 0.2;
   expect_same(compute_ctable(data, o), brute_force(data, o));
+}
+
+}  // namespace
+}  // namespace qkscope
+
+namespace qkscope {
+namespace {
+
+// NaN or Inf in a head's q or k: those tokens are left out of that head only, counted, and the
+// rest of the head is exactly what it would be without them.
+TEST(NonFiniteTest, TokensWithNanOrInfAreLeftOutOfTheirHeadOnly) {
+  QkData data = make_data(21, 1, 2, 8, {9, 14, 6}, Structure::near_copies);
+  const int dim = 8, heads = 2;
+  SiteData& site = data.sites[0];
+  // Head 0: token 3 gets a NaN in q, token 20 an Inf in k. Head 1 untouched.
+  site.q[(3 * heads + 0) * dim + 2] = std::numeric_limits<float>::quiet_NaN();
+  site.k[(20 * heads + 0) * dim + 5] = -std::numeric_limits<float>::infinity();
+  MetricOptions o;
+  o.pairs = PairScope::causal;
+  CTable t = compute_ctable(data, o);
+  EXPECT_EQ(t.heads[0].nonfinite_tokens, 2);
+  EXPECT_EQ(t.heads[0].tokens, data.n_tokens() - 2);
+  EXPECT_EQ(t.heads[1].nonfinite_tokens, 0);
+
+  // Independent: brute force on head 0 with the two tokens removed.
+  QkData clean;
+  SiteData head0;
+  head0.n_heads = 1;
+  head0.head_dim = dim;
+  head0.head_index = {0};
+  for (int64_t tok = 0; tok < data.n_tokens(); ++tok) {
+    if (tok == 3 || tok == 20) continue;
+    clean.sequence.push_back(data.sequence[tok]);
+    clean.position.push_back(data.position[tok]);
+    for (int l = 0; l < dim; ++l) {
+      head0.q.push_back(site.q[(tok * heads + 0) * dim + l]);
+      head0.k.push_back(site.k[(tok * heads + 0) * dim + l]);
+    }
+  }
+  clean.sites.push_back(head0);
+  std::vector<BruteHead> b = brute_force(clean, o);
+  ASSERT_TRUE(b[0].threshold.has_value());
+  EXPECT_NEAR(*t.heads[0].threshold, *b[0].threshold, 1e-9);
+  for (size_t s = 0; s < o.scales.size(); ++s) {
+    EXPECT_EQ(t.heads[0].scales[s].queries, b[0].queries[s]);
+    ASSERT_EQ(t.heads[0].scales[s].wcorr.has_value(), b[0].wcorr[s].has_value());
+    if (b[0].wcorr[s]) EXPECT_NEAR(*t.heads[0].scales[s].wcorr, *b[0].wcorr[s], 1e-6);
+  }
+  EXPECT_EQ(t.heads[0].c_wcorr, b[0].c_wcorr);
 }
 
 }  // namespace

@@ -53,7 +53,8 @@ struct HeadResult {
   int head = 0;                 // model head number
   std::string module;
   double prescale = 1;
-  int64_t tokens = 0;
+  int64_t tokens = 0;           // tokens the metrics used
+  int64_t nonfinite_tokens = 0; // tokens left out because q or k of this head has NaN or Inf
   int64_t pairs = 0;            // |P|
   std::optional<double> threshold;  // d; none when P is empty
   double median_q_norm = 0, median_k_norm = 0;
@@ -71,6 +72,8 @@ struct CTable {
 using ProgressFn = std::function<void(int64_t, int64_t)>;
 
 // Computes the table for every head of every site in `data`. Uses options.threads threads.
+// A token whose query or key of a head holds NaN or Inf is left out of that head's metrics
+// (as query and as key) and counted in HeadResult::nonfinite_tokens.
 CTable compute_ctable(const QkData& data, const MetricOptions& options,
                       const ProgressFn& progress = {});
 
