@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <set>
 #include <utility>
 
 #include "qkscope/error.h"
@@ -23,7 +25,32 @@ std::string temp_name(const std::string& path) {
   return fmt::format("{}.tmp-{}-{}", path, static_cast<long>(::getpid()), counter++);
 }
 
+// Temporary files being written, so that an interrupted program can remove them
+// (remove_pending_temporary_files). Never destroyed: usable until the very end of the process.
+struct PendingFiles {
+  std::mutex mutex;
+  std::set<std::string> paths;
+};
+PendingFiles& pending() {
+  static PendingFiles* files = new PendingFiles;
+  return *files;
+}
+void track(const std::string& path) {
+  std::lock_guard<std::mutex> lock(pending().mutex);
+  pending().paths.insert(path);
+}
+void untrack(const std::string& path) noexcept {
+  std::lock_guard<std::mutex> lock(pending().mutex);
+  pending().paths.erase(path);
+}
+
 }  // namespace
+
+void remove_pending_temporary_files() noexcept {
+  std::lock_guard<std::mutex> lock(pending().mutex);
+  for (const std::string& path : pending().paths) ::unlink(path.c_str());
+  pending().paths.clear();
+}
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   QKSCOPE_CHECK(!path_.empty(), "cannot write a file with an empty path");
@@ -36,6 +63,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   }
   QKSCOPE_CHECK(fd_ >= 0, "cannot create '{}' to write '{}': {}", temp_path_, path_,
                 system_reason(errno));
+  track(temp_path_);
 }
 
 AtomicFile::~AtomicFile() {
@@ -80,6 +108,7 @@ void AtomicFile::commit() {
     discard();
     throw Error(message);
   }
+  untrack(temp_path_);
   committed_ = true;
 }
 
@@ -89,6 +118,7 @@ void AtomicFile::discard() noexcept {
     fd_ = -1;
   }
   if (!temp_path_.empty()) {
+    untrack(temp_path_);
     std::remove(temp_path_.c_str());
     temp_path_.clear();
   }

@@ -52,12 +52,24 @@ void parallel_for(int64_t count, int threads, const Task& task, const ProgressFn
     int64_t reported = -1;
     while (true) {
       bool finished = done >= count || (failure && next.load() >= count);
-      if (progress && done != reported) {
+      if (progress && done != reported && !failure) {
         reported = done;
         int64_t now = done;
         lock.unlock();
-        progress(now, count);
+        // The progress callback may throw to cancel (an interrupted program): workers stop
+        // taking heads and the exception is rethrown once they are joined.
+        std::exception_ptr cancelled;
+        try {
+          progress(now, count);
+        } catch (...) {
+          cancelled = std::current_exception();
+        }
         lock.lock();
+        if (cancelled) {
+          if (!failure) failure = cancelled;
+          next.store(count);
+        }
+        continue;
       }
       if (finished) break;
       changed.wait(lock);

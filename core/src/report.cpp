@@ -3,6 +3,7 @@
 #include "qkscope/report.h"
 
 #include <filesystem>
+#include <memory>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
@@ -120,12 +121,16 @@ std::vector<std::string> write_outputs(const std::string& dir, const CTable& tab
       {"ctable.json", ctable_json(table, run)},
       {"heatmaps.svg", heatmaps_svg(table)},
   };
+  // All four are written before any is renamed into place, so an interruption leaves the
+  // previous set of outputs (or none), never a mix.
   std::vector<std::string> paths;
+  std::vector<std::unique_ptr<AtomicFile>> pending;
   for (const auto& [name, content] : files) {
-    std::string path = (base / name).string();
-    write_bytes_atomically(path, content);
-    paths.push_back(path);
+    paths.push_back((base / name).string());
+    pending.push_back(std::make_unique<AtomicFile>(paths.back()));
+    pending.back()->write(content);
   }
+  for (auto& file : pending) file->commit();
   return paths;
 }
 

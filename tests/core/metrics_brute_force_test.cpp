@@ -240,20 +240,28 @@ void expect_same(const CTable& table, const std::vector<BruteHead>& brute) {
     const BruteHead& b = brute[i];
     SCOPED_TRACE("head " + std::to_string(i));
     ASSERT_EQ(h.threshold.has_value(), b.threshold.has_value());
-    if (b.threshold) EXPECT_NEAR(*h.threshold, *b.threshold, 1e-9 * (1 + *b.threshold));
+    if (b.threshold) {
+      EXPECT_NEAR(*h.threshold, *b.threshold, 1e-9 * (1 + *b.threshold));
+    }
     for (size_t s = 0; s < b.wcorr.size(); ++s) {
       SCOPED_TRACE("scale " + std::to_string(h.scales[s].c));
       EXPECT_EQ(h.scales[s].queries, b.queries[s]);
       EXPECT_EQ(h.scales[s].near_pairs, b.near_pairs[s]);
       ASSERT_EQ(h.scales[s].wcorr.has_value(), b.wcorr[s].has_value());
-      if (b.wcorr[s]) EXPECT_NEAR(*h.scales[s].wcorr, *b.wcorr[s], 1e-6);
+      if (b.wcorr[s]) {
+      EXPECT_NEAR(*h.scales[s].wcorr, *b.wcorr[s], 1e-6);
+    }
       ASSERT_EQ(h.scales[s].wcorr_scaled.has_value(), b.scaled[s].has_value());
-      if (b.scaled[s]) EXPECT_NEAR(*h.scales[s].wcorr_scaled, *b.scaled[s], 1e-6);
+      if (b.scaled[s]) {
+      EXPECT_NEAR(*h.scales[s].wcorr_scaled, *b.scaled[s], 1e-6);
+    }
     }
     EXPECT_EQ(h.c_wcorr, b.c_wcorr);
     EXPECT_EQ(h.c_wcorr_scaled, b.c_scaled);
     ASSERT_EQ(h.c_norm.has_value(), b.c_norm.has_value());
-    if (b.c_norm) EXPECT_NEAR(*h.c_norm, *b.c_norm, 1e-12 * *b.c_norm);
+    if (b.c_norm) {
+      EXPECT_NEAR(*h.c_norm, *b.c_norm, 1e-12 * *b.c_norm);
+    }
   }
 }
 
@@ -370,7 +378,9 @@ TEST(NonFiniteTest, TokensWithNanOrInfAreLeftOutOfTheirHeadOnly) {
   for (size_t s = 0; s < o.scales.size(); ++s) {
     EXPECT_EQ(t.heads[0].scales[s].queries, b[0].queries[s]);
     ASSERT_EQ(t.heads[0].scales[s].wcorr.has_value(), b[0].wcorr[s].has_value());
-    if (b[0].wcorr[s]) EXPECT_NEAR(*t.heads[0].scales[s].wcorr, *b[0].wcorr[s], 1e-6);
+    if (b[0].wcorr[s]) {
+      EXPECT_NEAR(*t.heads[0].scales[s].wcorr, *b[0].wcorr[s], 1e-6);
+    }
   }
   EXPECT_EQ(t.heads[0].c_wcorr, b[0].c_wcorr);
 }

@@ -2,7 +2,13 @@
 // The table of every run must equal the engine's table on the q/k the run saved.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include "cli_test_util.h"
 #include "qkscope/qk_file.h"
@@ -175,6 +181,72 @@ TEST(CaptureModelTest, UnbindableForwardPrintsTheSchema) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("pixel_values"), std::string::npos) << r.err;
 }
+
+}  // namespace
+}  // namespace qkscope
+
+namespace qkscope {
+namespace {
+
+// True once `pid` catches `signal` (the SigCgt mask of /proc/<pid>/status), within 60 s.
+bool wait_for_handler(pid_t pid, int signal) {
+  for (int i = 0; i < 3000; ++i) {
+    std::string status = read_text("/proc/" + std::to_string(pid) + "/status");
+    size_t at = status.find("SigCgt:");
+    if (at != std::string::npos) {
+      unsigned long long mask = std::stoull(status.substr(at + 7), nullptr, 16);
+      if (mask & (1ULL << (signal - 1))) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// A long run stopped by SIGINT or SIGTERM ends within about a second, with exit status 1, a
+// one-line message, no output file and no temporary file left behind.
+void expect_clean_stop(int signal) {
+  std::string ids;
+  for (int s = 0; s < 20000; ++s) ids += "2 5 6 7 8 9 10 11 12 13 5 6 7 3\n";
+  fs::path corpus = write_file("qkscope_long_ids.txt", ids);
+  fs::path out = fresh_dir("qkscope_interrupted");
+  fs::path saved = fs::temp_directory_path() / "qkscope_interrupted.safetensors";
+  fs::remove(saved);
+  fs::path err = fs::temp_directory_path() / "qkscope_interrupted_err.txt";
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    FILE* e = std::freopen(err.c_str(), "w", stderr);
+    (void)e;
+    std::string model_path = model("bert");
+    execl(QKSCOPE_CAPTURE_EXE, QKSCOPE_CAPTURE_EXE, "--model", model_path.c_str(), "--ids",
+          corpus.c_str(), "--out", out.c_str(), "--save-qk", saved.c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Signal only once the program has installed its handlers (before that, the default action
+  // would kill it: that is process start-up, not the behaviour under test), then let it work.
+  ASSERT_TRUE(wait_for_handler(pid, signal)) << "capture never installed its signal handler";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(kill(pid, signal), 0);
+  const auto sent = std::chrono::steady_clock::now();
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  EXPECT_LT(seconds, 1.5);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::string message = read_text(err);
+  EXPECT_NE(message.find("interrupted"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(saved));
+  EXPECT_FALSE(fs::exists(out / "heads.csv"));
+  for (const auto& dir : {out, fs::temp_directory_path()})
+    if (fs::exists(dir))
+      for (const auto& entry : fs::directory_iterator(dir))
+        EXPECT_EQ(entry.path().filename().string().find("qkscope_interrupted.safetensors.tmp"),
+                  std::string::npos) << entry.path();
+}
+
+TEST(CaptureInterruptTest, SigintStopsCleanly) { expect_clean_stop(SIGINT); }
+TEST(CaptureInterruptTest, SigtermStopsCleanly) { expect_clean_stop(SIGTERM); }
 
 }  // namespace
 }  // namespace qkscope

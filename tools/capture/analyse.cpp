@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "interrupt.h"
 #include "progress.h"
 #include "qkscope/metrics.h"
 #include "qkscope/qk_file.h"
@@ -45,8 +46,10 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
   if (save && !options.save_qk.empty()) write_qk_file(options.save_qk, data);
   Progress progress("metrics (heads)", !options.quiet);
   CTable table = compute_ctable(data, options.metrics, [&](int64_t done, int64_t total) {
+    throw_if_interrupted();
     progress.update(done, total);
   });
+  throw_if_interrupted();
   progress.finish();
   const double metric_seconds = progress.elapsed();
   auto paths = write_outputs(options.out, table, run);

@@ -6,6 +6,7 @@
 
 #include "analyse.h"
 #include "capture_options.h"
+#include "interrupt.h"
 #include "qkscope/error.h"
 #ifdef QKSCOPE_HAVE_PLUGIN
 #include "run_model.h"
@@ -30,6 +31,7 @@ int run(const qkscope::cli::CaptureOptions& options) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  qkscope::cli::install_interrupt_handlers();
   try {
     std::string help;
     auto options = qkscope::cli::parse_capture_options(argc, argv, help);

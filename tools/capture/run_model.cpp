@@ -9,6 +9,7 @@
 
 #include "analyse.h"
 #include "corpus.h"
+#include "interrupt.h"
 #include "progress.h"
 #include "qkscope/capture_module.h"
 #include "qkscope/capture_sink.h"
@@ -94,7 +95,10 @@ int run_model_mode(const CaptureOptions& o) {
     InputFile inputs = read_inputs(o.inputs);
     RunOptions ro;
     ro.batch_size = o.batch_size;
-    ro.progress = [&](int64_t done, int64_t total) { progress.update(done, total); };
+    ro.progress = [&](int64_t done, int64_t total) {
+      throw_if_interrupted();
+      progress.update(done, total);
+    };
     run_model(module, inputs.tensors, sink, ro);
   } else {
     run.input = o.text.empty() ? o.ids : o.text;
@@ -121,6 +125,7 @@ int run_model_mode(const CaptureOptions& o) {
 
     int64_t tokens_done = 0;
     for (size_t begin = 0; begin < sequences.size(); begin += o.batch_size) {
+      throw_if_interrupted();
       const size_t end = std::min(sequences.size(), begin + static_cast<size_t>(o.batch_size));
       auto batch = make_batch(sequences, begin, end, pad_id, o.pad_to, module.argument_names());
       RunOptions ro;

@@ -44,6 +44,10 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// Removes the temporary files of every AtomicFile not yet committed or discarded, in any thread.
+// For a program stopping on a signal without unwinding (the files' owners never run again).
+void remove_pending_temporary_files() noexcept;
+
 // Writes `content` to `path` through an AtomicFile.
 void write_bytes_atomically(const std::string& path, std::string_view content);
 
