@@ -108,10 +108,13 @@ thread_local CaptureSession* tls_session = nullptr;
 std::atomic<int64_t> g_capture_copies{0};
 }  // namespace
 
+CaptureSession::CaptureSession(CaptureSink& sink)
+    : sink_(sink), own_numbering_(false), next_sequence_(0), previous_(tls_session) {
+  tls_session = this;
+}
+
 CaptureSession::CaptureSession(CaptureSink& sink, int64_t first_sequence)
-    : sink_(sink),
-      next_sequence_(first_sequence),
-      previous_(tls_session) {
+    : sink_(sink), own_numbering_(true), next_sequence_(first_sequence), previous_(tls_session) {
   tls_session = this;
 }
 
@@ -120,6 +123,7 @@ CaptureSession::~CaptureSession() {
 }
 
 int64_t CaptureSession::take_sequences(int64_t n) {
+  if (!own_numbering_) return sink_.take_sequences(n);
   const int64_t first = next_sequence_;
   next_sequence_ += n;
   return first;

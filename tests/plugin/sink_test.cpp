@@ -1,6 +1,8 @@
 // The Torch-free part of the plugin: sessions, sinks over a QkStore, the site table.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <thread>
 
 #include "qkscope/capture_session.h"
@@ -34,6 +36,23 @@ TEST(SessionTest, NestsAndStaysOnItsThread) {
     EXPECT_EQ(outer.next_sequence(), 8);
   }
   EXPECT_EQ(CaptureSession::current(), nullptr);
+}
+
+// One session per captured request, on many threads: the sink numbers their rows, so no two
+// sequences share an index (a store would reject the second "sequence 0").
+TEST(SinkTest, SessionsWithoutExplicitIndicesShareTheSinksNumbering) {
+  CallbackSink sink([](const SiteDescription&, const QkBatch&) {});
+  std::vector<int64_t> firsts(8);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      CaptureSession session(sink);
+      firsts[t] = session.take_sequences(3);
+    });
+  for (auto& th : threads) th.join();
+  std::sort(firsts.begin(), firsts.end());
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(firsts[t], 3 * t);
+  EXPECT_EQ(sink.next_sequence(), 24);
 }
 
 TEST(SinkTest, DefaultSinkWantsAllHeads) {

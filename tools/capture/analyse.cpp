@@ -1,6 +1,7 @@
 #include "analyse.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <numeric>
 
 #include "interrupt.h"
@@ -43,7 +44,12 @@ QkData subsample(QkData data, const CaptureOptions& options) {
 
 void analyse_and_write(const QkData& data, const CaptureOptions& options, const RunInfo& run,
                        bool save, double capture_seconds) {
-  if (save && !options.save_qk.empty()) write_qk_file(options.save_qk, data);
+  if (save && !options.save_qk.empty()) {
+    const auto parent = std::filesystem::path(options.save_qk).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);  // errors: at the write
+    write_qk_file(options.save_qk, data);
+  }
   Progress progress("metrics (heads)", !options.quiet);
   CTable table = compute_ctable(data, options.metrics, [&](int64_t done, int64_t total) {
     throw_if_interrupted();

@@ -12,15 +12,17 @@ class CaptureSession {
  public:
   // Binds `sink` to the calling thread until destruction. Sessions nest on one thread (the
   // innermost wins) and must be destroyed on that thread in reverse order, as scopes do.
-  // `first_sequence` is the sequence index given to the first row of the first forward; each
-  // forward row takes the next one, unless the forward is given explicit sequence indices.
-  explicit CaptureSession(CaptureSink& sink, int64_t first_sequence = 0);
+  // Rows of forwards without explicit sequence indices are numbered by the sink, across all its
+  // sessions (CaptureSink::take_sequences): one session per captured request is safe.
+  explicit CaptureSession(CaptureSink& sink);
+  // Rows are numbered first_sequence, first_sequence + 1, ... by this session alone.
+  CaptureSession(CaptureSink& sink, int64_t first_sequence);
   ~CaptureSession();
   CaptureSession(const CaptureSession&) = delete;
   CaptureSession& operator=(const CaptureSession&) = delete;
 
   CaptureSink& sink() const { return sink_; }
-  int64_t next_sequence() const { return next_sequence_; }
+  int64_t next_sequence() const { return own_numbering_ ? next_sequence_ : sink_.next_sequence(); }
 
   // Reserves `n` sequence indices and returns the first (used by CaptureModule::forward).
   int64_t take_sequences(int64_t n);
@@ -30,6 +32,7 @@ class CaptureSession {
 
  private:
   CaptureSink& sink_;
+  bool own_numbering_;
   int64_t next_sequence_;
   CaptureSession* previous_;
 };

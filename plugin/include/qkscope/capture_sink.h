@@ -10,6 +10,8 @@
 // threads at once must be thread-safe; StoreSink and SafetensorsSink are.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -24,6 +26,13 @@ class CaptureSink {
  public:
   virtual ~CaptureSink() = default;
 
+  // Reserves `n` consecutive sequence indices of this sink's run and returns the first. Sessions
+  // opened without explicit indices number their rows through it, so that many sessions (one
+  // per captured request, on many threads) never give two sequences the same index.
+  // Thread-safe.
+  int64_t take_sequences(int64_t n) { return next_sequence_.fetch_add(n); }
+  int64_t next_sequence() const { return next_sequence_.load(); }
+
   // Every site of the model, in layer order. n_heads/head_dim are -1 for sites no forward has
   // reached yet. Called before the first consume() of each forward. Default: nothing.
   virtual void prepare(const std::vector<SiteDescription>& sites);
@@ -36,6 +45,9 @@ class CaptureSink {
   // heads in the order wants_heads returned; padding tokens are already dropped. The pointers
   // are valid only during the call.
   virtual void consume(const SiteDescription& site, const QkBatch& batch) = 0;
+
+ private:
+  std::atomic<int64_t> next_sequence_{0};
 };
 
 // Calls std::functions. Thread-safe as far as the functions are.
