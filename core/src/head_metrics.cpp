@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <queue>
 
 #include <Eigen/Core>
 
@@ -331,6 +333,36 @@ double median(std::vector<double> v) {
   return (lower + upper) / 2;
 }
 
+// v[lo] + frac (v[lo + 1] - v[lo]) of the sorted values (v[lo] alone when lo is the last).
+// The survivors barely outnumber lo, so the order statistics sit among the few largest values:
+// a small heap over one pass finds them without reordering everything.
+double interpolated_order_statistic(const std::vector<double>& values, int64_t lo, double frac,
+                                    std::vector<double>& scratch) {
+  const auto n = static_cast<int64_t>(values.size());
+  const int64_t from_top = n - lo;  // v[lo] is the from_top-th largest
+  double v_lo, v_hi;
+  if (from_top <= 4096) {
+    std::priority_queue<double, std::vector<double>, std::greater<double>> largest;
+    for (double v : values) {
+      if (static_cast<int64_t>(largest.size()) < from_top) {
+        largest.push(v);
+      } else if (v > largest.top()) {
+        largest.pop();
+        largest.push(v);
+      }
+    }
+    v_lo = largest.top();
+    largest.pop();
+    v_hi = largest.empty() ? v_lo : largest.top();
+  } else {
+    scratch.assign(values.begin(), values.end());
+    std::nth_element(scratch.begin(), scratch.begin() + lo, scratch.end());
+    v_lo = scratch[lo];
+    v_hi = lo + 1 < n ? *std::min_element(scratch.begin() + lo + 1, scratch.end()) : v_lo;
+  }
+  return v_lo + frac * (v_hi - v_lo);
+}
+
 }  // namespace
 
 FiniteHead drop_nonfinite_tokens(const HeadInput& in) {
@@ -430,14 +462,7 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
     x[t] = dot;
   }
   QKSCOPE_ASSERT(candidates.size() >= need);
-  {
-    sorted_y.assign(y.begin(), y.end());
-    std::nth_element(sorted_y.begin(), sorted_y.begin() + lo, sorted_y.end());
-    const double v_lo = sorted_y[lo];
-    double v_hi = v_lo;
-    if (lo + 1 < n_items) v_hi = *std::min_element(sorted_y.begin() + lo + 1, sorted_y.end());
-    out.threshold = v_lo + frac * (v_hi - v_lo);
-  }
+  out.threshold = interpolated_order_statistic(y, lo, frac, sorted_y);
   const double d = *out.threshold;
 
   // Step 3: weighted correlation per (query, scale) over the near keys.
