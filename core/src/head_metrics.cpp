@@ -230,7 +230,9 @@ bool screen(const PreparedHead& h, const ScreenConstants& sc, size_t need, doubl
   candidates.clear();
   size_t prune_at = 1 << 16;
   std::vector<double> pair_lower(kColBlock);
+  std::vector<uint32_t> survivors(kColBlock);
   std::vector<double> row_mag(n_scales);
+  const double* inv_c2 = sc.inv_c2.data();
   for_each_block(h, 1, [&](int64_t r0, int64_t n_rows, int64_t c0, int64_t c1,
                            const RowMatrixF& gram) {
     for (int64_t i = r0; i < r0 + n_rows; ++i) {
@@ -249,12 +251,22 @@ bool screen(const PreparedHead& h, const ScreenConstants& sc, size_t need, doubl
 #pragma omp simd
       for (int64_t t = 0; t < width; ++t)
         lower[t] = pair_factor * k_len[t] - 2.0 * static_cast<double>(g[t]);
+      // Branch-free compaction of the survivors' indices, then work on those alone. A bound read
+      // once per row may be stale (higher): that only admits extra candidates, which the final
+      // filter drops.
+      const double row_bound = bound.bound();
+      int64_t n_survivors = 0;
       for (int64_t t = 0; t < width; ++t) {
-        if (lower[t] > bound.bound()) continue;
+        survivors[n_survivors] = static_cast<uint32_t>(t);
+        n_survivors += lower[t] <= row_bound;
+      }
+      for (int64_t u = 0; u < n_survivors; ++u) {
+        const int64_t t = survivors[u];
         const double two_g = 2.0 * static_cast<double>(g[t]);
         const double margin_pair = rel_q * k_len[t];
+        const double bt = b[t];
         for (size_t s = 0; s < n_scales; ++s) {
-          const double mag = row_mag[s] + sc.inv_c2[s] * b[t];
+          const double mag = row_mag[s] + inv_c2[s] * bt;
           const double approx = mag - two_g;
           const double margin = margin_pair + kDoubleSlack * mag;
           const double item_lower = approx - margin;
