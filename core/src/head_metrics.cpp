@@ -159,14 +159,24 @@ class KthSmallestBound {
 // Screening arithmetic shared by the pilot and the pass: per scale c^2 and 1/c^2, and the
 // margin of the float Gram entry. |G - x| <= gamma_D |q||k| for a float dot product, plus 2u
 // for rounding the vectors to float; doubled for safety and again because y^2 carries -2x.
+// The screen walks the scales in increasing order (`sorted`: grid indices by c): for a pair,
+// c^2 a + b / c^2 is unimodal in c with its grid minimum at the first s where
+// b <= a c_s^2 c_{s+1}^2 (`breakpoint`), so the scales under a bound form a run around it.
 struct ScreenConstants {
-  std::vector<double> c2, inv_c2;
+  std::vector<double> c2, inv_c2;   // by grid index
+  std::vector<uint32_t> sorted;     // grid indices by increasing c
+  std::vector<double> breakpoint;   // c_s^2 c_{s+1}^2 for consecutive sorted scales
   double rel = 0;
   explicit ScreenConstants(const MetricOptions& o, int dim) {
     for (double c : o.scales) {
       c2.push_back(c * c);
       inv_c2.push_back(1.0 / (c * c));
     }
+    for (uint32_t s = 0; s < o.scales.size(); ++s) sorted.push_back(s);
+    std::sort(sorted.begin(), sorted.end(),
+              [&](uint32_t a, uint32_t b) { return o.scales[a] < o.scales[b]; });
+    for (size_t s = 0; s + 1 < sorted.size(); ++s)
+      breakpoint.push_back(c2[sorted[s]] * c2[sorted[s + 1]]);
     rel = 2.0 * 2.0 * (dim + 3) * std::ldexp(1.0, -24) * 1.01;
   }
 };
@@ -198,17 +208,18 @@ void for_each_block(const PreparedHead& h, int64_t row_stride, const Fn& fn) {
   }
 }
 
-// Upper bounds of y^2 for every item of every `row_stride`-th query: a sample whose quantile
-// gives a starting cap for B.
+// Upper bounds of y^2 for the items of every `row_stride`-th query and about one key in
+// `key_stride`: a sample spread over many queries (their distances differ the most) whose
+// quantiles give starting caps for B.
 std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConstants& sc,
-                                       int64_t row_stride) {
+                                       int64_t row_stride, int64_t key_stride) {
   std::vector<double> uppers;
   for_each_block(h, row_stride, [&](int64_t first, int64_t n_rows, int64_t c0, int64_t c1,
                                     const RowMatrixF& gram) {
     for (int64_t t = 0; t < n_rows; ++t) {
       const int64_t i = first + t * row_stride;
       const int64_t j_end = std::min(c1, h.key_end[i]);
-      for (int64_t j = c0; j < j_end; ++j) {
+      for (int64_t j = c0 + i % key_stride; j < j_end; j += key_stride) {
         const double two_g = 2.0 * static_cast<double>(gram(t, j - c0));
         const double margin = sc.rel * h.q_len[i] * h.k_len[j];
         for (size_t s = 0; s < sc.c2.size(); ++s) {
@@ -260,23 +271,34 @@ bool screen(const PreparedHead& h, const ScreenConstants& sc, size_t need, doubl
         survivors[n_survivors] = static_cast<uint32_t>(t);
         n_survivors += lower[t] <= row_bound;
       }
+      const double a = h.q_norm2[i];
       for (int64_t u = 0; u < n_survivors; ++u) {
         const int64_t t = survivors[u];
         const double two_g = 2.0 * static_cast<double>(g[t]);
         const double margin_pair = rel_q * k_len[t];
         const double bt = b[t];
-        for (size_t s = 0; s < n_scales; ++s) {
+        // Visits one scale (by sorted position); false once its lower bound is over the bound.
+        auto visit = [&](size_t pos) {
+          const uint32_t s = sc.sorted[pos];
           const double mag = row_mag[s] + inv_c2[s] * bt;
           const double approx = mag - two_g;
           const double margin = margin_pair + kDoubleSlack * mag;
           const double item_lower = approx - margin;
-          if (item_lower > bound.bound()) continue;  // its upper bound is higher still
+          if (item_lower > bound.bound()) return false;  // its upper bound is higher still
           const double upper = approx + margin;
           bound.offer(upper);
           if (item_lower <= bound.bound())
-            candidates.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(c0 + t),
-                                  static_cast<uint32_t>(s), item_lower, upper});
-        }
+            candidates.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(c0 + t), s,
+                                  item_lower, upper});
+          return true;
+        };
+        size_t best = 0;
+        while (best < sc.breakpoint.size() && bt > a * sc.breakpoint[best]) ++best;
+        if (!visit(best)) continue;
+        for (size_t pos = best; pos-- > 0;)
+          if (!visit(pos)) break;
+        for (size_t pos = best + 1; pos < n_scales; ++pos)
+          if (!visit(pos)) break;
       }
       if (candidates.size() >= prune_at) {
         const double b_now = bound.bound();
@@ -429,26 +451,32 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
   const auto n_items = static_cast<int64_t>(total_items);
   const size_t need = static_cast<size_t>(std::min<int64_t>(lo + 2, n_items));
 
-  // Step 1: screen, starting from a cap estimated on a sample of queries holding about 2^18
-  // items: its quantile at 1.25 times the needed fraction plus 6 standard deviations of the
-  // count (a cap too tight is detected and the pass redone without it).
+  // Step 1: screen, starting from a cap estimated on a sample of about 2^18 items over ~512
+  // queries: its quantile at 1.25 times the needed fraction plus 6 standard deviations of the
+  // count. A cap too tight is detected by the screen; it is then retried with looser quantiles
+  // and finally without a cap.
   const ScreenConstants sc(options, dim);
-  double cap = kInf;
+  std::vector<double> caps;
   if (out.pairs > (int64_t{1} << 18)) {
-    const auto step = std::max<int64_t>(1, static_cast<int64_t>(total_items / (1 << 18)));
-    std::vector<double> sample = pilot_upper_bounds(h, sc, step);
+    const int64_t row_stride = std::max<int64_t>(1, h.n / 512);
+    const double sampled_items = total_items / static_cast<double>(row_stride);
+    const auto key_stride = std::max<int64_t>(1, static_cast<int64_t>(sampled_items / (1 << 18)));
+    std::vector<double> sample = pilot_upper_bounds(h, sc, row_stride, key_stride);
     const double expected = static_cast<double>(need) * sample.size() / total_items;
-    const double rank = 1.25 * expected + 6.0 * std::sqrt(expected) + 16;
-    if (rank < static_cast<double>(sample.size())) {
+    for (double factor : {1.25, 3.0, 10.0}) {
+      const double rank = factor * expected + 6.0 * std::sqrt(expected) + 16;
+      if (rank >= static_cast<double>(sample.size())) break;
       auto at = sample.begin() + static_cast<int64_t>(rank);
       std::nth_element(sample.begin(), at, sample.end());
-      cap = *at;
+      caps.push_back(*at);
     }
   }
+  caps.push_back(kInf);
   // Per-thread buffers, reused across the heads a worker computes.
   thread_local std::vector<Candidate> screened, candidates;
   thread_local std::vector<double> y, x, sorted_y;
-  if (!screen(h, sc, need, cap, screened)) screen(h, sc, need, kInf, screened);
+  for (double cap : caps)
+    if (screen(h, sc, need, cap, screened)) break;
 
   // Step 2: exact distances and dot products of the survivors, in double.
   group_by_query_and_scale(screened, h.n, n_scales, candidates);
