@@ -1,4 +1,4 @@
-// Engine cost against its physical floor: the metrics of 4 heads (7 scales, head_dim 64) against
+// Engine cost against its physical floor: the metrics of 8 heads (7 scales, head_dim 64) against
 // the Gram-matrix GEMMs alone over the same pairs, the work no exact method can skip.
 //   BM_EngineSequence/<tokens>  sequence scope, 128-token sequences
 //   BM_EngineAll/<tokens>       all scope
@@ -19,7 +19,7 @@ constexpr int kSeqLen = 128;
 
 // Heads per benchmark iteration: a run computes many heads per worker thread, which reuses its
 // buffers, so one head alone would overstate the cost of allocation.
-constexpr int kHeads = 4;
+constexpr int kHeads = 8;
 
 // One site of kHeads heads: queries and keys from two overlapping Gaussian clouds.
 qkscope::QkData make_head(int64_t n_tokens) {

@@ -402,11 +402,14 @@ double interpolated_order_statistic(const std::vector<double>& values, int64_t l
 FiniteHead drop_nonfinite_tokens(const HeadInput& in) {
   FiniteHead out;
   out.input = in;
+  // Inf * 0 and NaN * 0 are NaN, finite * 0 is 0: one vectorised sum per token tells.
   auto finite = [&](int64_t t) {
-    for (int l = 0; l < in.head_dim; ++l)
-      if (!std::isfinite(in.q[t * in.stride + l]) || !std::isfinite(in.k[t * in.stride + l]))
-        return false;
-    return true;
+    const float* q = in.q + t * in.stride;
+    const float* k = in.k + t * in.stride;
+    float probe = 0;
+#pragma omp simd reduction(+ : probe)
+    for (int l = 0; l < in.head_dim; ++l) probe += q[l] * 0.0f + k[l] * 0.0f;
+    return probe == 0.0f;
   };
   int64_t t = 0;
   while (t < in.n_tokens && finite(t)) ++t;
@@ -488,15 +491,17 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
     const Candidate& c = candidates[t];
     const double* qd = &h.qd[static_cast<size_t>(c.query) * dim];
     const double* kd = &h.kd[static_cast<size_t>(c.key) * dim];
-    const float* qr = in.q + static_cast<int64_t>(c.query) * in.stride;
-    const float* kr = in.k + static_cast<int64_t>(c.key) * in.stride;
+    const double* qm = h.q_mean.data();
+    const double* km = h.k_mean.data();
     const double cs = options.scales[c.scale], inv_cs = 1.0 / cs;
     double y2 = 0, dot = 0;
+    // x is the dot product of the captured vectors: the distance vectors plus the means (zero
+    // without --center), read from the head's contiguous copy rather than the strided site.
 #pragma omp simd reduction(+ : y2, dot)
     for (int l = 0; l < dim; ++l) {
       const double diff = cs * qd[l] - kd[l] * inv_cs;
       y2 += diff * diff;
-      dot += static_cast<double>(qr[l]) * static_cast<double>(kr[l]);
+      dot += (qd[l] + qm[l]) * (kd[l] + km[l]);
     }
     y[t] = std::sqrt(y2);
     x[t] = dot;
