@@ -136,6 +136,12 @@ void QkStore::add(const QkBatch& b) {
       entry.q[0] = gather_rows(b.q, tokens, row);
       entry.k[0] = gather_rows(b.k, tokens, row);
       std::lock_guard<std::mutex> lock(mutex_);
+      // Checked again: while the rows were copied, another thread may have admitted the same
+      // sequence, or lowered the cutoff (then a serial run would have rejected it above).
+      QKSCOPE_CHECK(!kept_.count(seq),
+                    "QkStore: sequence {} arrived twice at layer {}; sequence indices must be "
+                    "unique over a run", seq, b.layer);
+      if (p >= cutoff_) continue;
       admit(seq, std::move(entry));
       continue;
     }

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <numeric>
 #include <thread>
@@ -199,6 +200,36 @@ TEST(QkStoreTest, RejectsInconsistentInput) {
   EXPECT_THROW(store.add(ok.view(0, 2, 3)), Error);  // sequence 0 twice at the first layer
   BatchData shorter = make_batch(1, 0, {2}, 2, 3);
   EXPECT_THROW(store.add(shorter.view(1, 2, 3)), Error);  // different tokens at layer 1
+}
+
+// Found by hardening: the duplicate check ran before the rows were copied and not again after,
+// so threads offering the same sequence at once were all admitted (tokens_kept() counted each;
+// with a budget, eviction could then pop an empty set). Large rows widen the race window.
+TEST(QkStoreTest, ConcurrentDuplicateSequenceIsAdmittedOnce) {
+  for (bool budget : {false, true}) {
+    StoreOptions o;
+    if (budget) o.max_tokens = 1000;
+    QkStore store(o);
+    declare(store, {0}, 1);
+    const int dim = 1 << 14;
+    BatchData d = make_batch(0, 0, {16}, 1, dim);
+    std::atomic<int> admitted{0}, refused{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&] {
+        try {
+          store.add(d.view(0, 1, dim));
+          ++admitted;
+        } catch (const Error&) {
+          ++refused;
+        }
+      });
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(admitted.load(), 1);
+    EXPECT_EQ(refused.load(), 7);
+    EXPECT_EQ(store.tokens_kept(), 16);
+    EXPECT_EQ(store.take().n_tokens(), 16);
+  }
 }
 
 TEST(QkStoreTest, TakeReportsSequencesMissingALayer) {

@@ -1,6 +1,7 @@
 // Failures: every message names the file, the unsupported component or the offending byte.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -107,6 +108,64 @@ TEST(TokenizerErrorsTest, BrokenModelsNameTheProblem) {
   EXPECT_CONTAINS(
       message_of<FormatError>([&] { load_tokenizer_json(dir.write_json("r.json", j)); }),
       "(unclosed");
+}
+
+// Found by hardening: a 3 MB file of nested normalizer Sequences (or a deep array quoted in a
+// message) overflowed the stack. Nesting is capped at serde_json's 128 levels, as in HF.
+TEST(TokenizerErrorsTest, DeepNestingIsRefusedNotACrash) {
+  testing::ScratchDir dir;
+  const auto nested_normalizers = [](int depth) {
+    std::string open, close;
+    for (int i = 0; i < depth; ++i) {
+      open += R"({"type":"Sequence","normalizers":[)";
+      close += "]}";
+    }
+    return R"({"model":{"type":"WordPiece","vocab":{"[UNK]":0}},"normalizer":)" + open +
+           R"({"type":"NFC"})" + close + "}";
+  };
+  EXPECT_NO_THROW(load_tokenizer_json(dir.write("ok.json", nested_normalizers(50))));
+  const auto deep = dir.write("deep.json", nested_normalizers(100000));
+  const std::string msg = message_of<FormatError>([&] { load_tokenizer_json(deep); });
+  EXPECT_CONTAINS(msg, deep.string());
+  EXPECT_CONTAINS(msg, "nested deeper than 128 levels");
+  const auto deep_id = dir.write(
+      "pad.json", R"({"model":{"type":"WordPiece","vocab":{"[UNK]":0}},"padding":{"pad_id":)" +
+                      std::string(100000, '[') + std::string(100000, ']') + "}}");
+  EXPECT_CONTAINS(message_of<FormatError>([&] { load_tokenizer_json(deep_id); }),
+                  "nested deeper than 128 levels");
+}
+
+// Found by fuzzing (ASan): a Split regex with \C (one byte, even inside a character) cut the
+// text into invalid UTF-8, which the BPE model then decoded past the end of the piece.
+TEST(TokenizerErrorsTest, SplitPatternThatCutsCharactersIsRefused) {
+  testing::ScratchDir dir;
+  auto j = testing::bpe_tokenizer_json();
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "a+\\C"}}},
+                        {"behavior", "Isolated"}, {"invert", false}};
+  const auto path = dir.write_json("c.json", j);
+  const std::string msg = message_of<FormatError>([&] { load_tokenizer_json(path); });
+  EXPECT_CONTAINS(msg, path.string());
+  EXPECT_CONTAINS(msg, "a+\\C");
+  j["pre_tokenizer"]["pattern"] = {{"String", "a+\\C"}};  // a literal may contain it
+  EXPECT_NO_THROW(load_tokenizer_json(dir.write_json("literal.json", j)));
+}
+
+// Found by fuzzing (UBSan): an id of 2^63 - 1 overflowed vocab_size(). Ids are below 2^32, as
+// HF's u32 ids are.
+TEST(TokenizerErrorsTest, IdsFromTwoToThe32AreRefused) {
+  testing::ScratchDir dir;
+  auto j = testing::bert_tokenizer_json();
+  j["model"]["vocab"]["huge"] = INT64_MAX;
+  const auto huge = dir.write_json("v.json", j);
+  EXPECT_CONTAINS(message_of<FormatError>([&] { load_tokenizer_json(huge); }),
+                  "model.vocab[\"huge\"] must be an integer id in [0, 2^32)");
+  j = testing::bert_tokenizer_json();
+  j["added_tokens"][0]["id"] = int64_t{1} << 32;
+  const auto added = dir.write_json("a.json", j);
+  EXPECT_CONTAINS(message_of<FormatError>([&] { load_tokenizer_json(added); }),
+                  "added_tokens[0].id");
+  j["added_tokens"][0]["id"] = UINT32_MAX;
+  EXPECT_EQ(load_tokenizer_json(dir.write_json("max.json", j))->vocab_size(), int64_t{1} << 32);
 }
 
 TEST(TokenizerErrorsTest, InvalidUtf8NamesByteOffset) {

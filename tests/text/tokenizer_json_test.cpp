@@ -174,6 +174,20 @@ TEST_F(TokenizerJsonTest, PostProcessorVariants) {
   EXPECT_EQ(load(j)->encode("hello"), (Ids{5}));
 }
 
+// Found by fuzzing: vocab_size() counted vocabulary and added tokens only, so a post-processor
+// or padding id outside them came out of encode() (or pad_id()) at or past vocab_size().
+TEST_F(TokenizerJsonTest, VocabSizeCoversPostProcessorAndPadIds) {
+  auto j = testing::bert_tokenizer_json();  // ids 0..30
+  j["post_processor"] = {{"type", "BertProcessing"}, {"sep", {"[SEP]", 3}}, {"cls", {"<c>", 40}}};
+  j["padding"] = {{"pad_id", 50}};
+  auto tok = load(j);
+  EXPECT_EQ(tok->encode("hello"), (Ids{40, 5, 3}));
+  EXPECT_EQ(tok->pad_id(), 50);
+  EXPECT_EQ(tok->vocab_size(), 51);
+  j["padding"] = nullptr;
+  EXPECT_EQ(load(j)->vocab_size(), 41);
+}
+
 TEST_F(TokenizerJsonTest, PaddingSectionGivesPadId) {
   auto j = testing::bert_tokenizer_json();
   j["padding"] = {{"strategy", "BatchLongest"}, {"pad_id", 3}, {"pad_token", "[SEP]"}};

@@ -24,6 +24,11 @@ class PipelineTokenizer final : public Tokenizer {
     vocab_size_ = 0;
     for (const auto& [id, token] : id_to_token_) vocab_size_ = std::max(vocab_size_, id + 1);
     pad_id_ = parts.pad_id ? *parts.pad_id : resolve_pad_id();
+    // A post-processor's or the padding section's ids need not be vocabulary entries, but the
+    // model sees them too: vocab_size() must cover every id encode() returns, and pad_id().
+    for (const std::vector<int64_t>* ids : {&prefix_ids(), &suffix_ids()})
+      for (int64_t id : *ids) vocab_size_ = std::max(vocab_size_, id + 1);
+    vocab_size_ = std::max(vocab_size_, pad_id_ + 1);
   }
 
   int64_t vocab_size() const override { return vocab_size_; }

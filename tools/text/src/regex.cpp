@@ -21,7 +21,10 @@ std::string pcre2_message(int code) {
 
 Regex::Regex(std::string_view pattern, bool literal) {
   // PCRE2_LITERAL refuses UCP (which only changes what escapes mean, and a literal has none).
-  const uint32_t options = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
+  // \C (one code unit) is refused: it splits characters, and every caller relies on pieces of
+  // valid UTF-8 (matching uses PCRE2_NO_UTF_CHECK; the models decode code points).
+  const uint32_t options =
+      literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C;
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),

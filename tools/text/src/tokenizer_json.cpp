@@ -1,5 +1,6 @@
 // load_tokenizer_json(): HuggingFace tokenizer.json into the HF pipeline of pipeline.h.
 // Every message names the file; unsupported components are named by their "type".
+#include <cstdint>
 #include <utility>
 
 #include <fmt/format.h>
@@ -54,9 +55,10 @@ std::optional<std::string> get_string(const json& object, const char* key, const
   return v->get<std::string>();
 }
 
+// HF's ids are u32: a larger one cannot come from a real file, and would overflow vocab_size().
 int64_t get_id(const json& v, const Source& src, std::string_view where) {
-  if (!v.is_number_integer() || v.get<int64_t>() < 0) {
-    src.fail(fmt::format("{} must be a non-negative integer id, got {}", where, v.dump()));
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > UINT32_MAX) {
+    src.fail(fmt::format("{} must be an integer id in [0, 2^32), got {}", where, v.dump()));
   }
   return v.get<int64_t>();
 }
@@ -332,13 +334,22 @@ Frame parse_post_processor(const json* node, const Source& src, const std::strin
                   "TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence");
 }
 
+// serde_json's recursion limit, which HuggingFace's loader inherits. Deeper files would exhaust
+// the stack here: the component parsers recurse, and so does json::dump() in messages.
+constexpr int kMaxDepth = 128;
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& path) {
   const Source src{path.string()};
   json root;
   try {
-    root = json::parse(detail::read_file(path));
+    root = json::parse(detail::read_file(path), [&](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxDepth) {
+        src.fail(fmt::format("JSON nested deeper than {} levels", kMaxDepth));
+      }
+      return true;
+    });
   } catch (const json::parse_error& e) {
     src.fail(fmt::format("malformed JSON: {}", e.what()));
   }
