@@ -29,8 +29,8 @@
 // (iterations of BM_Forward, default 10), QKSCOPE_BENCH_ONCE (iterations of BM_ForwardOnce,
 // default 3), QKSCOPE_BENCH_THREADS (at::set_num_threads; default: LibTorch's own choice).
 #include <ATen/Parallel.h>
-#include <malloc.h>
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 
@@ -41,8 +41,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <map>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -104,7 +104,8 @@ Fixture load_fixture() {
       const qkscope::TensorInfo& info = file.info(arg);
       f.inputs.emplace_back(torch::from_blob(values.data(), info.shape, torch::kLong).clone());
     }
-    if (f.inputs.empty()) f.error = "no input of " + inputs + " matches " + f.module->forward_schema();
+    if (f.inputs.empty())
+      f.error = "no input of " + inputs + " matches " + f.module->forward_schema();
   } catch (const std::exception& e) {
     f.error = e.what();
   }
@@ -156,8 +157,9 @@ std::string blas_libraries() {
     const size_t slash = line.find('/');
     if (slash == std::string::npos) continue;
     const std::string path = line.substr(slash);
-    if ((path.find("libblas") != std::string::npos || path.find("libopenblas") != std::string::npos) &&
-        std::find(found.begin(), found.end(), path) == found.end())
+    const bool blas = path.find("libblas") != std::string::npos ||
+                      path.find("libopenblas") != std::string::npos;
+    if (blas && std::find(found.begin(), found.end(), path) == found.end())
       found.push_back(path);
   }
   std::string out;
@@ -170,7 +172,9 @@ std::string blas_libraries() {
 class TimedSink : public qkscope::CaptureSink {
  public:
   explicit TimedSink(std::unique_ptr<qkscope::CaptureSink> inner) : inner_(std::move(inner)) {}
-  void prepare(const std::vector<qkscope::SiteDescription>& sites) override { inner_->prepare(sites); }
+  void prepare(const std::vector<qkscope::SiteDescription>& sites) override {
+    inner_->prepare(sites);
+  }
   std::vector<int> wants_heads(const qkscope::SiteDescription& site) override {
     return inner_->wants_heads(site);
   }
@@ -213,7 +217,8 @@ void setup(Variant v, VariantRun& run) {
       qkscope::SiteFilter filter;
       filter.layers = {0};
       filter.heads = {0};
-      run.sink = std::make_unique<TimedSink>(std::make_unique<qkscope::StoreSink>(*run.store, filter));
+      run.sink =
+          std::make_unique<TimedSink>(std::make_unique<qkscope::StoreSink>(*run.store, filter));
       break;
     }
     case Variant::full_gather:
@@ -283,7 +288,8 @@ void BM_Forward(benchmark::State& state, Variant variant) {
     variant_wall.push_back(tv.wall);
     ratio.push_back(tv.wall / tp.wall);
     ratio_cpu.push_back(tv.cpu / tp.cpu);
-    if (auto* timed = dynamic_cast<TimedSink*>(run.sink.get())) sink_wall.push_back(timed->seconds());
+    if (auto* timed = dynamic_cast<TimedSink*>(run.sink.get()))
+      sink_wall.push_back(timed->seconds());
     bytes = run.bytes;
     if (run.store) {  // what the store kept
       qkscope::QkData data = run.store->take();
@@ -308,7 +314,8 @@ void BM_Forward(benchmark::State& state, Variant variant) {
     // The store's share alone: 1 + (time in the sink) / plain, from the same forwards.
     state.counters["sink_ms"] = 1e3 * median(sink_wall);
     std::vector<double> accounted;
-    for (size_t j = 0; j < sink_wall.size(); ++j) accounted.push_back(1 + sink_wall[j] / plain_wall[j]);
+    for (size_t j = 0; j < sink_wall.size(); ++j)
+      accounted.push_back(1 + sink_wall[j] / plain_wall[j]);
     state.counters["ratio_sink"] = median(accounted);
   }
   state.counters["pairs"] = static_cast<double>(plain_wall.size());

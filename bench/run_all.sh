@@ -3,7 +3,7 @@
 # writing JSON to out/bench/ and the plot to bench/engine_time.svg.
 #
 #   bench/run_all.sh                    # everything at full size (the end-to-end run alone
-#                                       # takes ~40 min at 2,000 sequences on 2 cores)
+#                                       # takes ~30 min at 2,000 sequences on 2 cores)
 #   E2E_SEQUENCES=256 E2E_ROUNDS=2 FORWARD_PAIRS=16 bench/run_all.sh   # the README's figures
 #
 # Environment (defaults in brackets):
@@ -26,7 +26,8 @@ JOBS=${JOBS:-2}
 REFERENCE_BLAS=/usr/lib/x86_64-linux-gnu/blas:/usr/lib/x86_64-linux-gnu/lapack
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$BUILD" --target qkscope_bench_models bench_engine bench_forward bench_memory bench_e2e capture -j"$JOBS"
+cmake --build "$BUILD" --target qkscope_bench_models bench_engine bench_forward bench_memory \
+  bench_e2e capture -j"$JOBS"
 mkdir -p "$OUT"
 lscpu | sed -n 's/^Model name: *//p' >"$OUT/machine.txt"
 nproc >>"$OUT/machine.txt"

@@ -69,7 +69,7 @@ def write_svg(points, context, path):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{left + pw / 2}" y="22" text-anchor="middle" font-size="14">'
+           f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="14">'
            f'Metric engine time vs tokens (4 heads, 7 scales, head_dim 64, 1 thread)</text>']
     for e in range(x0, x1 + 1):  # decades and their 2x, 5x ticks
         for mult in (1, 2, 5):
@@ -126,11 +126,13 @@ def summary(out_dir):
             g = dict(pts.get(gram, []))
             for tokens, ms in pts.get(eng, []):
                 if tokens in g:
-                    lines.append(f"| `{scope}`, {tokens} tokens | {g[tokens]:.3g} | {ms:.3g} | {ms / g[tokens]:.1f}x |")
+                    lines.append(f"| `{scope}`, {tokens} tokens | {g[tokens]:.1f} | {ms:.0f} | "
+                                 f"{ms / g[tokens]:.1f}x |")
         lines.append("")
     forward = load(os.path.join(out_dir, "forward.json"))
     store = load(os.path.join(out_dir, "store.json"))
-    if forward and store:
+    if forward and store:  # the store's figures from their own process replace any in forward.json
+        forward["benchmarks"] = [b for b in forward["benchmarks"] if not b["name"].startswith("BM_StoreAdd")]
         forward["benchmarks"] += store["benchmarks"]
     if forward:
         lines += ["| forward variant | plain ms | variant ms | ratio: median of pairs [p25, p75] | "
@@ -171,13 +173,15 @@ def summary(out_dir):
         for m in sorted(mem, key=lambda m: (m["scope"], m["heads"], m["tokens"])):
             lines.append(f"| {m['scope']} | {m['tokens']} | {m['heads']} | {m['threads']} | {m['qk_MB']:.0f} | {m['rss_before_MB']:.0f} | "
                          f"{m['peak_MB']:.0f} | {m['engine_extra_MB']:.0f} | {m['engine_s']:.1f} |")
-    e2e = load(os.path.join(out_dir, "e2e.json"))
-    if e2e:
-        s = e2e["summary"]
-        lines += ["", f"e2e: {s['sequences']} sequences, plain {s['plain_wall_s']:.1f} s, capture "
-                  f"{s['capture_wall_s']:.1f} s (forwards {s['capture_forward_s']}, metrics {s['capture_metrics_s']}), "
-                  f"ratio {s['ratio_wall']:.3f} (pairs {', '.join(f'{r:.3f}' for r in s['ratio_wall_pairs'])}), "
-                  f"forwards-only ratio {s.get('ratio_forwards', float('nan')):.3f}"]
+    for path in sorted(glob.glob(os.path.join(out_dir, "e2e*.json"))):
+        s = load(path)["summary"]
+        pairs = ", ".join(f"{r:.3f}" for r in s["ratio_wall_pairs"])
+        lines += ["", f"e2e ({os.path.basename(path)}): {s['sequences']} sequences, {s['rounds']} ABBA "
+                  f"round(s); plain {s['plain_wall_s']:.1f} s (forwards {s['plain_forward_s']:.1f} s), "
+                  f"capture {s['capture_wall_s']:.1f} s (forwards {s['capture_forward_s']:.1f} s, metrics "
+                  f"{s['capture_metrics_s']:.1f} s); ratio of medians {s['ratio_wall']:.3f}, per pair "
+                  f"{pairs}; forwards only {s.get('ratio_forwards', float('nan')):.3f}; peak RSS plain "
+                  f"{s['plain_peak_rss_MB']:.0f} MB, capture {s['capture_peak_rss_MB']:.0f} MB"]
     print("\n".join(lines))
 
 
