@@ -1,12 +1,15 @@
-// Exact per-head metrics in three steps:
-//  1. Screen: for each block of pairs, one float Gram matrix q.k^T gives every distance under
-//     every scale up to a proven margin. A bound B, which at least K = lo + 2 items provably
-//     stay under (lo = the percentile's lower order statistic), keeps only the (pair, scale)
-//     items whose lower bound can fall under it. B starts from a pilot estimate on a sample of
-//     queries and tightens as items arrive; if the pilot was too tight the pass is redone.
-//  2. Recompute the survivors directly in double: ||c q - k/c|| and q.k. The K smallest exact
-//     distances are among them, so the percentile threshold d is exact.
-//  3. Weighted correlation per (query, scale) over the near keys (y < d), two-pass in double.
+// Exact per-head metrics in one pass over the Gram blocks, after a small pilot:
+//  1. Pilot: upper bounds of y^2 for a uniform random sample of pairs give a bound U that a few
+//     more than the needed K = lo + 2 items stay under (lo = the percentile's lower order
+//     statistic).
+//  2. Pass: per block of pairs, one float Gram matrix q.k^T; the float screen (pair_screen.h)
+//     admits the pairs that may hold an item under U; per admitted pair and scale a double bound
+//     test with a proven margin; for the items that pass, y and x recomputed directly in double.
+//     Every item with exact y^2 <= U is collected. Fewer than K of them means the pilot was too
+//     tight: the pass is redone with a looser U, last with a bound that tightens as it goes.
+//  3. The threshold d is the interpolated order statistic of the collected y (exact: the K
+//     smallest items are among them); per (query, scale) the weighted correlation over y < d.
+// Memory is the collected items (about K) and per-thread buffers of one block.
 #include "head_metrics.h"
 
 #include <algorithm>
@@ -17,12 +20,15 @@
 
 #include <Eigen/Core>
 
+#include "exact_pair.h"
+#include "pair_screen.h"
 #include "qkscope/error.h"
 
 namespace qkscope::detail {
 namespace {
 
 using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using RowsF = Eigen::Map<const RowMatrixF>;
 
 constexpr int64_t kRowBlock = 256;   // queries per Gram block
 constexpr int64_t kColBlock = 1024;  // keys per Gram block
@@ -36,73 +42,119 @@ struct Region {
   int64_t begin = 0, end = 0;
 };
 
-// One (pair, scale) item that may fall under the threshold.
-struct Candidate {
-  uint32_t query, key;
-  uint32_t scale;
-  double lower, upper;  // bounds of y^2
+// One (pair, scale) item whose exact distance may be under the screen's bound.
+struct Item {
+  uint32_t query, scale;
+  double y, x;  // distance, dot product: exact
 };
 
-// The head's vectors: float copies for the Gram matrices (centred with --center), their
-// squared norms in double, and the pair structure. Tokens arrive sorted by (sequence,
-// position), which QkData guarantees.
+// The head's vectors, contiguous: the captured floats (x and the exact distances read these),
+// the float vectors the Gram matrices use (the same unless --center), squared norms of the
+// distance vectors in double and, for the float screen, in float. Tokens arrive sorted by
+// (sequence, position), which QkData guarantees.
 struct PreparedHead {
   int64_t n = 0;
   int dim = 0;
-  std::vector<double> q_mean, k_mean;    // [dim]; zero without --center
-  std::vector<double> qd, kd;            // [n, dim] distance vectors in double
-  RowMatrixF qf, kf;                     // [n, dim] distance vectors in float
-  std::vector<double> q_norm2, k_norm2;  // [n] squared norms of the distance vectors (double)
-  std::vector<double> q_len, k_len;      // [n] their square roots
+  std::vector<float> q_raw, k_raw;            // [n, dim] as captured
+  std::vector<float> q_centered, k_centered;  // [n, dim] float(v - mean), with --center only
+  const float* q_gram = nullptr;
+  const float* k_gram = nullptr;
+  std::vector<double> q_mean, k_mean;         // [dim]; zero without --center
+  std::vector<double> q_norm2, k_norm2;       // [n] squared norms of the distance vectors
+  std::vector<double> q_len, k_len;           // [n] their square roots
+  std::vector<float> k_norm2_f, k_len_f;      // [n] the same in float, for the screen
+  bool float_screen = true;                   // false when float magnitudes could overflow
   std::vector<Region> regions;
-  std::vector<int64_t> key_end;          // per query: its keys are [region.begin, key_end)
-  std::vector<int64_t> region_begin;     // per query: its region's begin
-
+  std::vector<int64_t> key_end;               // per query: its keys are [region.begin, key_end)
+  std::vector<int64_t> region_begin;          // per query: its region's begin
 };
 
-// Fills `h` (reusing its memory: a worker thread prepares many heads of the same size).
-void prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h) {
+// Fills `h` (reusing its memory: a worker prepares many heads of the same size). Returns false,
+// early, when a token's q or k holds NaN or Inf.
+bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h) {
   h.regions.clear();
   h.n = in.n_tokens;
   h.dim = in.head_dim;
   const int64_t n = h.n;
   const int d = h.dim;
+  h.q_raw.resize(n * d);
+  h.k_raw.resize(n * d);
+  // Inf * 0 and NaN * 0 are NaN, finite * 0 is 0: one vectorised sum per token tells.
+  for (int64_t t = 0; t < n; ++t) {
+    const float* q = in.q + t * in.stride;
+    const float* k = in.k + t * in.stride;
+    float* qr = h.q_raw.data() + t * d;
+    float* kr = h.k_raw.data() + t * d;
+    float probe = 0;
+#pragma omp simd reduction(+ : probe)
+    for (int l = 0; l < d; ++l) {
+      qr[l] = q[l];
+      kr[l] = k[l];
+      probe += q[l] * 0.0f + k[l] * 0.0f;
+    }
+    if (probe != 0.0f) return false;
+  }
+
   h.q_mean.assign(d, 0.0);
   h.k_mean.assign(d, 0.0);
   if (options.center && n > 0) {
     for (int64_t t = 0; t < n; ++t)
       for (int l = 0; l < d; ++l) {
-        h.q_mean[l] += in.q[t * in.stride + l];
-        h.k_mean[l] += in.k[t * in.stride + l];
+        h.q_mean[l] += h.q_raw[t * d + l];
+        h.k_mean[l] += h.k_raw[t * d + l];
       }
     for (int l = 0; l < d; ++l) {
       h.q_mean[l] /= static_cast<double>(n);
       h.k_mean[l] /= static_cast<double>(n);
     }
+    h.q_centered.resize(n * d);
+    h.k_centered.resize(n * d);
   }
-  h.qd.resize(n * d);
-  h.kd.resize(n * d);
-  h.qf.resize(n, d);
-  h.kf.resize(n, d);
-  h.q_norm2.assign(n, 0.0);
-  h.k_norm2.assign(n, 0.0);
-  for (int64_t t = 0; t < n; ++t)
+  h.q_norm2.resize(n);
+  h.k_norm2.resize(n);
+  const double* qm = h.q_mean.data();
+  const double* km = h.k_mean.data();
+  for (int64_t t = 0; t < n; ++t) {
+    const float* qr = h.q_raw.data() + t * d;
+    const float* kr = h.k_raw.data() + t * d;
+    double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
     for (int l = 0; l < d; ++l) {
-      const double a = static_cast<double>(in.q[t * in.stride + l]) - h.q_mean[l];
-      const double b = static_cast<double>(in.k[t * in.stride + l]) - h.k_mean[l];
-      h.qd[t * d + l] = a;
-      h.kd[t * d + l] = b;
-      h.q_norm2[t] += a * a;
-      h.k_norm2[t] += b * b;
-      h.qf(t, l) = static_cast<float>(a);
-      h.kf(t, l) = static_cast<float>(b);
+      const double u = static_cast<double>(qr[l]) - qm[l];
+      const double v = static_cast<double>(kr[l]) - km[l];
+      a += u * u;
+      b += v * v;
     }
+    h.q_norm2[t] = a;
+    h.k_norm2[t] = b;
+    if (options.center)
+      for (int l = 0; l < d; ++l) {
+        h.q_centered[t * d + l] = static_cast<float>(static_cast<double>(qr[l]) - qm[l]);
+        h.k_centered[t * d + l] = static_cast<float>(static_cast<double>(kr[l]) - km[l]);
+      }
+  }
+  h.q_gram = options.center ? h.q_centered.data() : h.q_raw.data();
+  h.k_gram = options.center ? h.k_centered.data() : h.k_raw.data();
   h.q_len.resize(n);
   h.k_len.resize(n);
+  h.k_norm2_f.resize(n);
+  h.k_len_f.resize(n);
+  double max_a = 0, max_b = 0;
   for (int64_t t = 0; t < n; ++t) {
     h.q_len[t] = std::sqrt(h.q_norm2[t]);
     h.k_len[t] = std::sqrt(h.k_norm2[t]);
+    h.k_norm2_f[t] = static_cast<float>(h.k_norm2[t]);
+    h.k_len_f[t] = static_cast<float>(h.k_len[t]);
+    max_a = std::max(max_a, h.q_norm2[t]);
+    max_b = std::max(max_b, h.k_norm2[t]);
   }
+  double max_c2 = 0, max_inv_c2 = 0;
+  for (double c : options.scales) {
+    max_c2 = std::max(max_c2, c * c);
+    max_inv_c2 = std::max(max_inv_c2, 1.0 / (c * c));
+  }
+  // Float's range ends at 3.4e38; the screen's sums of a few such terms must stay finite.
+  h.float_screen = max_a * max_c2 < 1e36 && max_b * max_inv_c2 < 1e36;
 
   if (options.pairs == PairScope::all) {
     if (n > 0) h.regions.push_back({0, n});
@@ -125,6 +177,7 @@ void prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
                                             in.position[i]) - in.position
                          : r.end;
     }
+  return true;
 }
 
 // Keeps B = the K-th smallest of the values offered (values at or above a starting cap are
@@ -138,12 +191,6 @@ class KthSmallestBound {
     values_.push_back(value);
     if (values_.size() >= 2 * k_ + 1024) shrink();
   }
-  // False when fewer than K values were under the cap: the cap was too tight.
-  bool finish() {
-    if (values_.size() < k_) return false;
-    shrink();
-    return true;
-  }
 
  private:
   void shrink() {
@@ -156,177 +203,253 @@ class KthSmallestBound {
   std::vector<double> values_;
 };
 
-// Screening arithmetic shared by the pilot and the pass: per scale c^2 and 1/c^2, and the
-// margin of the float Gram entry. |G - x| <= gamma_D |q||k| for a float dot product, plus 2u
-// for rounding the vectors to float; doubled for safety and again because y^2 carries -2x.
-// The screen walks the scales in increasing order (`sorted`: grid indices by c): for a pair,
-// c^2 a + b / c^2 is unimodal in c with its grid minimum at the first s where
-// b <= a c_s^2 c_{s+1}^2 (`breakpoint`), so the scales under a bound form a run around it.
+// Scale constants and the margin of a float Gram entry: |G - x| <= gamma_D |q||k| for a float
+// dot product, plus 2u for rounding the vectors to float; doubled for safety and again because
+// y^2 carries -2x.
 struct ScreenConstants {
-  std::vector<double> c2, inv_c2;   // by grid index
-  std::vector<uint32_t> sorted;     // grid indices by increasing c
-  std::vector<double> breakpoint;   // c_s^2 c_{s+1}^2 for consecutive sorted scales
+  std::vector<double> c, inv_c, c2, inv_c2;  // by grid index
+  // c2 and inv_c2 padded with infinities to a multiple of 8 scales, for vector loops: a padded
+  // scale's bound is infinite (or NaN), so it never passes a test.
+  std::vector<double> c2_padded, inv_c2_padded;
   double rel = 0;
-  explicit ScreenConstants(const MetricOptions& o, int dim) {
-    for (double c : o.scales) {
-      c2.push_back(c * c);
-      inv_c2.push_back(1.0 / (c * c));
+  ScreenConstants(const MetricOptions& o, int dim) {
+    for (double s : o.scales) {
+      c.push_back(s);
+      inv_c.push_back(1.0 / s);
+      c2.push_back(s * s);
+      inv_c2.push_back(1.0 / (s * s));
     }
-    for (uint32_t s = 0; s < o.scales.size(); ++s) sorted.push_back(s);
-    std::sort(sorted.begin(), sorted.end(),
-              [&](uint32_t a, uint32_t b) { return o.scales[a] < o.scales[b]; });
-    for (size_t s = 0; s + 1 < sorted.size(); ++s)
-      breakpoint.push_back(c2[sorted[s]] * c2[sorted[s + 1]]);
+    c2_padded = c2;
+    inv_c2_padded = inv_c2;
+    while (c2_padded.size() % 8 != 0) {
+      c2_padded.push_back(kInf);
+      inv_c2_padded.push_back(kInf);
+    }
     rel = 2.0 * 2.0 * (dim + 3) * std::ldexp(1.0, -24) * 1.01;
+  }
+  double upper(double mag, double two_g, double margin_pair) const {
+    return mag - two_g + margin_pair + kDoubleSlack * mag;
   }
 };
 
-// Calls fn(first, n_rows, c0, c1, gram) for every Gram block of keys [c0, c1) against the
-// queries first, first + row_stride, ... (n_rows of them) of a block that holds pairs in scope.
-// The screen takes every query (row_stride 1); the pilot takes a sparse sample of them.
-template <class Fn>
-void for_each_block(const PreparedHead& h, int64_t row_stride, const Fn& fn) {
-  using StridedRows = Eigen::Map<const RowMatrixF, 0, Eigen::OuterStride<>>;
-  RowMatrixF gram;
-  for (const Region& r : h.regions) {
-    for (int64_t r0 = r.begin; r0 < r.end; r0 += kRowBlock * row_stride) {
-      const int64_t first = (r0 + row_stride - 1) / row_stride * row_stride;
-      const int64_t r1 = std::min(r.end, r0 + kRowBlock * row_stride);
-      if (first >= r1) continue;
-      const int64_t n_rows = (r1 - 1 - first) / row_stride + 1;
-      const int64_t last = first + (n_rows - 1) * row_stride;
-      const int64_t key_limit = h.key_end[last];  // key_end never decreases inside a region
-      const StridedRows queries(h.qf.data() + first * h.dim, n_rows, h.dim,
-                                Eigen::OuterStride<>(row_stride * h.dim));
-      for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
-        const int64_t c1 = std::min(key_limit, c0 + kColBlock);
-        gram.resize(n_rows, c1 - c0);
-        gram.noalias() = queries * h.kf.middleRows(c0, c1 - c0).transpose();
-        fn(first, n_rows, c0, c1, gram);
-      }
-    }
+// A deterministic 64-bit generator (splitmix64): the pilot's sample must not depend on anything
+// but the head, so that runs repeat exactly.
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
   }
-}
+};
 
-// Upper bounds of y^2 for the items of every `row_stride`-th query and about one key in
-// `key_stride`: a sample spread over many queries (their distances differ the most) whose
-// quantiles give starting caps for B.
+// Upper bounds of y^2, at every scale, for a sample of `n_samples` pairs: one drawn uniformly
+// from each of that many equal slices of the pairs (in query order), so the sample is uniform,
+// comes sorted, and spreads over the whole head. Their quantiles estimate where the K-th smallest
+// item lies.
 std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConstants& sc,
-                                       int64_t row_stride, int64_t key_stride) {
+                                       int64_t total_pairs, int64_t n_samples) {
+  SplitMix64 rng{static_cast<uint64_t>(total_pairs) * 31 + static_cast<uint64_t>(h.n)};
   std::vector<double> uppers;
-  for_each_block(h, row_stride, [&](int64_t first, int64_t n_rows, int64_t c0, int64_t c1,
-                                    const RowMatrixF& gram) {
-    for (int64_t t = 0; t < n_rows; ++t) {
-      const int64_t i = first + t * row_stride;
-      const int64_t j_end = std::min(c1, h.key_end[i]);
-      for (int64_t j = c0 + i % key_stride; j < j_end; j += key_stride) {
-        const double two_g = 2.0 * static_cast<double>(gram(t, j - c0));
-        const double margin = sc.rel * h.q_len[i] * h.k_len[j];
-        for (size_t s = 0; s < sc.c2.size(); ++s) {
-          const double mag = sc.c2[s] * h.q_norm2[i] + sc.inv_c2[s] * h.k_norm2[j];
-          uppers.push_back(mag - two_g + margin + kDoubleSlack * mag);
-        }
-      }
+  uppers.reserve(static_cast<size_t>(n_samples) * sc.c2.size());
+  const double slice = static_cast<double>(total_pairs) / static_cast<double>(n_samples);
+  int64_t i = 0, pairs_before = 0;  // pairs of the queries before i
+  for (int64_t sample = 0; sample < n_samples; ++sample) {
+    const double unit = static_cast<double>(rng.next() >> 11) * 0x1p-53;  // [0, 1)
+    const int64_t p = std::min(total_pairs - 1, static_cast<int64_t>((sample + unit) * slice));
+    while (p >= pairs_before + (h.key_end[i] - h.region_begin[i])) {
+      pairs_before += h.key_end[i] - h.region_begin[i];
+      ++i;
     }
-  });
+    const int64_t j = h.region_begin[i] + (p - pairs_before);
+    const float* q = h.q_gram + i * h.dim;
+    const float* k = h.k_gram + j * h.dim;
+    float g = 0;
+#pragma omp simd reduction(+ : g)
+    for (int l = 0; l < h.dim; ++l) g += q[l] * k[l];
+    const double two_g = 2.0 * static_cast<double>(g);
+    const double margin_pair = sc.rel * h.q_len[i] * h.k_len[j];
+    for (size_t s = 0; s < sc.c2.size(); ++s)
+      uppers.push_back(sc.upper(sc.c2[s] * h.q_norm2[i] + sc.inv_c2[s] * h.k_norm2[j], two_g,
+                                margin_pair));
+  }
   return uppers;
 }
 
-// One pass over every pair: the items whose lower bound of y^2 can fall under the final B.
-// Returns false (and nothing) when `cap` turned out to be below the true B.
-bool screen(const PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
-            std::vector<Candidate>& candidates) {
-  const size_t n_scales = sc.c2.size();
-  KthSmallestBound bound(need, cap);
-  candidates.clear();
-  size_t prune_at = 1 << 16;
-  std::vector<double> pair_lower(kColBlock);
-  std::vector<uint32_t> survivors(kColBlock);
-  std::vector<double> row_mag(n_scales);
-  const double* inv_c2 = sc.inv_c2.data();
-  for_each_block(h, 1, [&](int64_t r0, int64_t n_rows, int64_t c0, int64_t c1,
-                           const RowMatrixF& gram) {
-    for (int64_t i = r0; i < r0 + n_rows; ++i) {
-      const int64_t width = std::min(c1, h.key_end[i]) - c0;
-      if (width <= 0) continue;
-      const float* g = gram.data() + (i - r0) * (c1 - c0);
-      const double* b = h.k_norm2.data() + c0;
-      const double* k_len = h.k_len.data() + c0;
-      double* lower = pair_lower.data();
-      for (size_t s = 0; s < n_scales; ++s) row_mag[s] = sc.c2[s] * h.q_norm2[i];
-      const double rel_q = sc.rel * h.q_len[i];
-      // Over every scale c^2 a + b / c^2 >= 2 sqrt(ab) = 2 |q||k|: one multiply-add per pair
-      // bounds y^2 from below at every scale at once (nearly as tight as the grid's own minimum
-      // where it matters, and branch-free so that it vectorises). Most pairs stop here.
-      const double pair_factor = 2.0 * (1.0 - 2 * kDoubleSlack) * h.q_len[i] - rel_q;
-#pragma omp simd
-      for (int64_t t = 0; t < width; ++t)
-        lower[t] = pair_factor * k_len[t] - 2.0 * static_cast<double>(g[t]);
-      // Branch-free compaction of the survivors' indices, then work on those alone. A bound read
-      // once per row may be stale (higher): that only admits extra candidates, which the final
-      // filter drops.
-      const double row_bound = bound.bound();
-      int64_t n_survivors = 0;
-      for (int64_t t = 0; t < width; ++t) {
-        survivors[n_survivors] = static_cast<uint32_t>(t);
-        n_survivors += lower[t] <= row_bound;
-      }
-      const double a = h.q_norm2[i];
-      for (int64_t u = 0; u < n_survivors; ++u) {
-        const int64_t t = survivors[u];
-        const double two_g = 2.0 * static_cast<double>(g[t]);
-        const double margin_pair = rel_q * k_len[t];
-        const double bt = b[t];
-        // Visits one scale (by sorted position); false once its lower bound is over the bound.
-        auto visit = [&](size_t pos) {
-          const uint32_t s = sc.sorted[pos];
-          const double mag = row_mag[s] + inv_c2[s] * bt;
-          const double approx = mag - two_g;
-          const double margin = margin_pair + kDoubleSlack * mag;
-          const double item_lower = approx - margin;
-          if (item_lower > bound.bound()) return false;  // its upper bound is higher still
-          const double upper = approx + margin;
-          bound.offer(upper);
-          if (item_lower <= bound.bound())
-            candidates.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(c0 + t), s,
-                                  item_lower, upper});
-          return true;
-        };
-        size_t best = 0;
-        while (best < sc.breakpoint.size() && bt > a * sc.breakpoint[best]) ++best;
-        if (!visit(best)) continue;
-        for (size_t pos = best; pos-- > 0;)
-          if (!visit(pos)) break;
-        for (size_t pos = best + 1; pos < n_scales; ++pos)
-          if (!visit(pos)) break;
-      }
-      if (candidates.size() >= prune_at) {
-        const double b_now = bound.bound();
-        candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
-                                        [&](const Candidate& c) { return c.lower > b_now; }),
-                         candidates.end());
-        prune_at = std::max<size_t>(2 * candidates.size(), 1 << 16);
-      }
+// The values of rank `ranks` (0-based, increasing) among `values`, found with a heap of the
+// smallest max(ranks) + 1: the ranks are small next to the sample, so most values fail one
+// comparison with the heap's top.
+std::vector<double> small_order_statistics(const std::vector<double>& values,
+                                           const std::vector<size_t>& ranks) {
+  const size_t keep = ranks.back() + 1;
+  std::priority_queue<double> smallest;
+  for (double v : values) {
+    if (smallest.size() < keep) {
+      smallest.push(v);
+    } else if (v < smallest.top()) {
+      smallest.pop();
+      smallest.push(v);
     }
-  });
-  if (!bound.finish()) return false;
-  const double b_final = bound.bound();
-  candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
-                                  [&](const Candidate& c) { return c.lower > b_final; }),
-                   candidates.end());
-  return true;
+  }
+  std::vector<double> sorted(smallest.size());
+  for (size_t t = sorted.size(); t-- > 0;) {
+    sorted[t] = smallest.top();
+    smallest.pop();
+  }
+  std::vector<double> out;
+  for (size_t r : ranks) out.push_back(sorted[r]);
+  return out;
 }
 
-// Candidates reordered so that those of one (query, scale) are contiguous: a counting sort,
-// linear in the number of candidates.
-void group_by_query_and_scale(const std::vector<Candidate>& candidates, int64_t n_queries,
-                              size_t n_scales, std::vector<Candidate>& grouped) {
-  std::vector<uint32_t> start(static_cast<size_t>(n_queries) * n_scales + 1, 0);
-  auto bucket = [&](const Candidate& c) { return static_cast<size_t>(c.query) * n_scales + c.scale; };
-  for (const Candidate& c : candidates) ++start[bucket(c) + 1];
+// Buffers one worker reuses across the heads it computes.
+struct Workspace {
+  PreparedHead head;
+  RowMatrixF gram;
+  std::vector<float> slack;
+  std::vector<uint32_t> admitted;
+  std::vector<double> q_dist, q_dot;
+  std::vector<uint32_t> wanted;
+  std::vector<Item> items, grouped;
+  std::vector<uint32_t> bucket_start;
+  std::vector<double> values, gx, gy, gw;
+};
+
+// Reorders items[from, end) (all of queries [first, first + n_rows)) so that those of one
+// (query, scale) are contiguous, queries in order: a counting sort, linear in the items.
+void group_block(Workspace& ws, size_t from, int64_t first, int64_t n_rows, size_t n_scales) {
+  const size_t n_items = ws.items.size() - from;
+  if (n_items < 2) return;
+  std::vector<uint32_t>& start = ws.bucket_start;
+  start.assign(static_cast<size_t>(n_rows) * n_scales + 1, 0);
+  auto bucket = [&](const Item& it) { return static_cast<size_t>(it.query - first) * n_scales + it.scale; };
+  for (size_t t = from; t < ws.items.size(); ++t) ++start[bucket(ws.items[t]) + 1];
   for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
-  grouped.resize(candidates.size());
-  for (const Candidate& c : candidates) grouped[start[bucket(c)]++] = c;
+  ws.grouped.resize(n_items);
+  for (size_t t = from; t < ws.items.size(); ++t) ws.grouped[start[bucket(ws.items[t])]++] = ws.items[t];
+  std::copy(ws.grouped.begin(), ws.grouped.end(), ws.items.begin() + static_cast<int64_t>(from));
+}
+
+// The pass: collects into ws.items every item whose exact y^2 is at most the bound, grouped by
+// (query, scale), plus some above it. The bound is `cap`, or with `tighten` the K-th smallest
+// upper bound seen so far (starting from `cap`). Returns how many items have exact y^2 <= cap
+// (with `tighten`: at least `need`).
+int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
+                      bool tighten, Workspace& ws) {
+  const size_t n_scales = sc.c2.size();
+  const int dim = h.dim;
+  KthSmallestBound kth(need, cap);
+  int64_t under_cap = 0;
+  size_t prune_at = 1 << 16;
+  ws.items.clear();
+  ws.slack.resize(kColBlock);
+  ws.admitted.resize(kColBlock);
+  ws.q_dist.resize(dim);
+  ws.q_dot.resize(dim);
+  ws.wanted.resize(sc.c2_padded.size());
+  RowScreen row;
+  row.c2_a.resize(n_scales);
+  row.inv_c2.resize(n_scales);
+  for (size_t s = 0; s < n_scales; ++s) row.inv_c2[s] = static_cast<float>(sc.inv_c2[s]);
+  double* q_dist = ws.q_dist.data();
+  double* q_dot = ws.q_dot.data();
+  uint32_t* wanted = ws.wanted.data();
+  const bool centred = h.q_raw.data() != h.q_gram;
+
+  for (const Region& r : h.regions) {
+    for (int64_t r0 = r.begin; r0 < r.end; r0 += kRowBlock) {
+      const int64_t r1 = std::min(r.end, r0 + kRowBlock);
+      const int64_t key_limit = h.key_end[r1 - 1];  // key_end never decreases inside a region
+      const size_t block_items = ws.items.size();
+      for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
+        const int64_t c1 = std::min(key_limit, c0 + kColBlock);
+        ws.gram.resize(r1 - r0, c1 - c0);
+        ws.gram.noalias() = RowsF(h.q_gram + r0 * dim, r1 - r0, dim) *
+                            RowsF(h.k_gram + c0 * dim, c1 - c0, dim).transpose();
+        for (int64_t i = r0; i < r1; ++i) {
+          const int64_t width = std::min(c1, h.key_end[i]) - c0;
+          if (width <= 0) continue;
+          const float* g = ws.gram.data() + (i - r0) * (c1 - c0);
+          // A bound read once per row may be stale (higher): that only admits extra items.
+          const double bound = tighten ? kth.bound() : cap;
+          const double a = h.q_norm2[i];
+          int64_t n_admitted = width;
+          if (h.float_screen) {
+            for (size_t s = 0; s < n_scales; ++s) row.c2_a[s] = static_cast<float>(sc.c2[s] * a);
+            row.margin_per_key_len = static_cast<float>(sc.rel * h.q_len[i] * (1 + 0x1p-16));
+            row.bound = static_cast<float>(bound * (1 + 0x1p-16) + 0x1p-100);
+            pair_slack(row, g, h.k_norm2_f.data() + c0, h.k_len_f.data() + c0, width,
+                       ws.slack.data());
+            n_admitted = admitted_pairs(ws.slack.data(), width, ws.admitted.data());
+          } else {
+            for (int64_t t = 0; t < width; ++t) ws.admitted[t] = static_cast<uint32_t>(t);
+          }
+          if (n_admitted == 0) continue;
+          const float* q_raw = h.q_raw.data() + i * dim;
+          for (int l = 0; l < dim; ++l) {
+            q_dot[l] = static_cast<double>(q_raw[l]);
+            q_dist[l] = q_dot[l] - h.q_mean[l];
+          }
+          const double rel_q = sc.rel * h.q_len[i];
+          for (int64_t u = 0; u < n_admitted; ++u) {
+            const int64_t j = c0 + ws.admitted[u];
+            const double two_g = 2.0 * static_cast<double>(g[ws.admitted[u]]);
+            const double margin_pair = rel_q * h.k_len[j];
+            const double b = h.k_norm2[j];
+            if (tighten)
+              for (size_t s = 0; s < n_scales; ++s) {
+                const double mag = sc.c2[s] * a + sc.inv_c2[s] * b;
+                kth.offer(sc.upper(mag, two_g, margin_pair));
+              }
+            const double item_bound = tighten ? kth.bound() : bound;
+            // Exact double lower bounds, 8 scales at a time; only items that can fall under the
+            // bound go on.
+            int n_wanted = 0;
+            for (size_t s0 = 0; s0 < sc.c2_padded.size(); s0 += 8) {
+              double lower[8];
+#pragma omp simd
+              for (int s = 0; s < 8; ++s) {
+                const double mag = sc.c2_padded[s0 + s] * a + sc.inv_c2_padded[s0 + s] * b;
+                lower[s] = mag - two_g - (margin_pair + kDoubleSlack * mag);
+              }
+              for (int s = 0; s < 8; ++s) {
+                wanted[n_wanted] = static_cast<uint32_t>(s0 + s);
+                n_wanted += lower[s] <= item_bound;
+              }
+            }
+            if (n_wanted == 0) continue;
+            const float* k_raw = h.k_raw.data() + j * dim;
+            for (int w0 = 0; w0 < n_wanted; w0 += 4) {
+              const int m = std::min(4, n_wanted - w0);
+              double c[4], inv_c[4], y2[4], x;
+              for (int t = 0; t < m; ++t) {
+                c[t] = sc.c[wanted[w0 + t]];
+                inv_c[t] = sc.inv_c[wanted[w0 + t]];
+              }
+              if (centred)
+                exact_pair_n<true>(m, q_dist, q_dot, k_raw, h.k_mean.data(), dim, c, inv_c, x, y2);
+              else
+                exact_pair_n<false>(m, q_dist, q_dot, k_raw, h.k_mean.data(), dim, c, inv_c, x, y2);
+              for (int t = 0; t < m; ++t) {
+                under_cap += y2[t] <= cap;
+                ws.items.push_back({static_cast<uint32_t>(i), wanted[w0 + t], std::sqrt(y2[t]), x});
+              }
+            }
+          }
+        }
+      }
+      group_block(ws, block_items, r0, r1 - r0, n_scales);
+      if (tighten && ws.items.size() >= prune_at) {
+        // Items over the bound can be neither under the threshold nor among the K smallest.
+        const double b_now = kth.bound() * (1 + 1e-12);
+        ws.items.erase(std::remove_if(ws.items.begin(), ws.items.end(),
+                                      [&](const Item& it) { return it.y * it.y > b_now; }),
+                       ws.items.end());
+        prune_at = std::max<size_t>(2 * ws.items.size(), 1 << 16);
+      }
+    }
+  }
+  return tighten ? static_cast<int64_t>(need) : under_cap;
 }
 
 // Weighted Pearson correlation of (x, y) with weights w, two-pass; nullopt when x or y takes a
@@ -368,10 +491,9 @@ double median(std::vector<double> v) {
 }
 
 // v[lo] + frac (v[lo + 1] - v[lo]) of the sorted values (v[lo] alone when lo is the last).
-// The survivors barely outnumber lo, so the order statistics sit among the few largest values:
-// a small heap over one pass finds them without reordering everything.
-double interpolated_order_statistic(const std::vector<double>& values, int64_t lo, double frac,
-                                    std::vector<double>& scratch) {
+// The values barely outnumber lo, so the order statistics sit among the few largest: a small
+// heap over one pass finds them without reordering everything.
+double interpolated_order_statistic(std::vector<double>& values, int64_t lo, double frac) {
   const auto n = static_cast<int64_t>(values.size());
   const int64_t from_top = n - lo;  // v[lo] is the from_top-th largest
   double v_lo, v_hi;
@@ -389,12 +511,93 @@ double interpolated_order_statistic(const std::vector<double>& values, int64_t l
     largest.pop();
     v_hi = largest.empty() ? v_lo : largest.top();
   } else {
-    scratch.assign(values.begin(), values.end());
-    std::nth_element(scratch.begin(), scratch.begin() + lo, scratch.end());
-    v_lo = scratch[lo];
-    v_hi = lo + 1 < n ? *std::min_element(scratch.begin() + lo + 1, scratch.end()) : v_lo;
+    std::nth_element(values.begin(), values.begin() + lo, values.end());
+    v_lo = values[lo];
+    v_hi = lo + 1 < n ? *std::min_element(values.begin() + lo + 1, values.end()) : v_lo;
   }
   return v_lo + frac * (v_hi - v_lo);
+}
+
+HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& options,
+                                Workspace& ws) {
+  const PreparedHead& h = ws.head;
+  const size_t n_scales = options.scales.size();
+  HeadOutcome out;
+  out.scales.resize(n_scales);
+  out.median_q_norm = median(h.q_len);
+  out.median_k_norm = median(h.k_len);
+  for (int64_t i = 0; i < h.n; ++i) out.pairs += h.key_end[i] - h.region_begin[i];
+  if (out.pairs == 0) return out;
+
+  // Percentile position over all (pair, scale) items: order statistics lo and lo + 1.
+  const double total_items = static_cast<double>(out.pairs) * static_cast<double>(n_scales);
+  const double pos = (total_items - 1) * options.percentile / 100.0;
+  const auto lo = static_cast<int64_t>(std::floor(pos));
+  const double frac = pos - static_cast<double>(lo);
+  const auto n_items = static_cast<int64_t>(total_items);
+  const size_t need = static_cast<size_t>(std::min<int64_t>(lo + 2, n_items));
+
+  // Step 1: caps at the pilot sample's quantile for the needed fraction plus 6 standard
+  // deviations of the count (then 3 and 10 times the fraction): a cap too tight is detected
+  // after the pass, which is then redone with the next; the last resort tightens as it goes.
+  std::vector<double> caps;
+  if (out.pairs > (int64_t{1} << 18)) {
+    const int64_t n_samples = std::min<int64_t>(int64_t{1} << 15, out.pairs / 32);
+    const std::vector<double> sample = pilot_upper_bounds(h, sc, out.pairs, n_samples);
+    const double expected = static_cast<double>(need) * static_cast<double>(sample.size()) / total_items;
+    std::vector<size_t> ranks;
+    for (double factor : {1.0, 3.0, 10.0}) {
+      const double rank = factor * expected + 6.0 * std::sqrt(expected) + 16;
+      if (rank >= static_cast<double>(sample.size())) break;
+      ranks.push_back(static_cast<size_t>(rank));
+    }
+    if (!ranks.empty()) caps = small_order_statistics(sample, ranks);
+  }
+  bool collected = false;
+  for (double cap : caps)
+    if (collect_items(h, sc, need, cap, false, ws) >= static_cast<int64_t>(need)) {
+      collected = true;
+      break;
+    }
+  if (!collected) collect_items(h, sc, need, kInf, true, ws);
+  const std::vector<Item>& items = ws.items;
+  QKSCOPE_ASSERT(items.size() >= need);
+
+  // Step 2: the threshold, from the exact distances.
+  ws.values.resize(items.size());
+  for (size_t t = 0; t < items.size(); ++t) ws.values[t] = items[t].y;
+  out.threshold = interpolated_order_statistic(ws.values, lo, frac);
+  const double d = *out.threshold;
+
+  // Step 3: weighted correlation per (query, scale) over the near keys.
+  std::vector<double> r_sum(n_scales, 0.0);
+  for (size_t t = 0; t < items.size();) {
+    size_t e = t;
+    while (e < items.size() && items[e].query == items[t].query && items[e].scale == items[t].scale)
+      ++e;
+    ws.gx.clear();
+    ws.gy.clear();
+    ws.gw.clear();
+    for (size_t u = t; u < e; ++u) {
+      if (!(items[u].y < d)) continue;
+      ws.gx.push_back(items[u].x);
+      ws.gy.push_back(items[u].y);
+      ws.gw.push_back((d - items[u].y) * (d - items[u].y));
+    }
+    const size_t s = items[t].scale;
+    out.scales[s].near_pairs += static_cast<int64_t>(ws.gx.size());
+    if (ws.gx.size() >= 3) {
+      if (auto r = weighted_correlation(ws.gx.data(), ws.gy.data(), ws.gw.data(), ws.gx.size())) {
+        r_sum[s] += *r;
+        ++out.scales[s].queries;
+      }
+    }
+    t = e;
+  }
+  for (size_t s = 0; s < n_scales; ++s)
+    if (out.scales[s].queries > 0)
+      out.scales[s].wcorr = r_sum[s] / static_cast<double>(out.scales[s].queries);
+  return out;
 }
 
 }  // namespace
@@ -402,7 +605,6 @@ double interpolated_order_statistic(const std::vector<double>& values, int64_t l
 FiniteHead drop_nonfinite_tokens(const HeadInput& in) {
   FiniteHead out;
   out.input = in;
-  // Inf * 0 and NaN * 0 are NaN, finite * 0 is 0: one vectorised sum per token tells.
   auto finite = [&](int64_t t) {
     const float* q = in.q + t * in.stride;
     const float* k = in.k + t * in.stride;
@@ -433,113 +635,15 @@ FiniteHead drop_nonfinite_tokens(const HeadInput& in) {
 HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
   QKSCOPE_CHECK(in.n_tokens < (int64_t{1} << 32), "head has {} tokens; at most 2^32 are supported",
                 in.n_tokens);
-  thread_local PreparedHead workspace;
-  prepare(in, options, workspace);
-  const PreparedHead& h = workspace;
-  const int dim = h.dim;
-  const size_t n_scales = options.scales.size();
-
-  HeadOutcome out;
-  out.scales.resize(n_scales);
-  out.median_q_norm = median(h.q_len);
-  out.median_k_norm = median(h.k_len);
-  for (int64_t i = 0; i < h.n; ++i) out.pairs += h.key_end[i] - h.region_begin[i];
-  if (out.pairs == 0) return out;
-
-  // Percentile position over all (pair, scale) items: order statistics lo and lo + 1.
-  const double total_items = static_cast<double>(out.pairs) * static_cast<double>(n_scales);
-  const double pos = (total_items - 1) * options.percentile / 100.0;
-  const auto lo = static_cast<int64_t>(std::floor(pos));
-  const double frac = pos - static_cast<double>(lo);
-  const auto n_items = static_cast<int64_t>(total_items);
-  const size_t need = static_cast<size_t>(std::min<int64_t>(lo + 2, n_items));
-
-  // Step 1: screen, starting from a cap estimated on a sample of about 2^18 items over ~512
-  // queries: its quantile at 1.25 times the needed fraction plus 6 standard deviations of the
-  // count. A cap too tight is detected by the screen; it is then retried with looser quantiles
-  // and finally without a cap.
-  const ScreenConstants sc(options, dim);
-  std::vector<double> caps;
-  if (out.pairs > (int64_t{1} << 18)) {
-    const int64_t row_stride = std::max<int64_t>(1, h.n / 512);
-    const double sampled_items = total_items / static_cast<double>(row_stride);
-    const auto key_stride = std::max<int64_t>(1, static_cast<int64_t>(sampled_items / (1 << 18)));
-    std::vector<double> sample = pilot_upper_bounds(h, sc, row_stride, key_stride);
-    const double expected = static_cast<double>(need) * sample.size() / total_items;
-    for (double factor : {1.25, 3.0, 10.0}) {
-      const double rank = factor * expected + 6.0 * std::sqrt(expected) + 16;
-      if (rank >= static_cast<double>(sample.size())) break;
-      auto at = sample.begin() + static_cast<int64_t>(rank);
-      std::nth_element(sample.begin(), at, sample.end());
-      caps.push_back(*at);
-    }
-  }
-  caps.push_back(kInf);
-  // Per-thread buffers, reused across the heads a worker computes.
-  thread_local std::vector<Candidate> screened, candidates;
-  thread_local std::vector<double> y, x, sorted_y;
-  for (double cap : caps)
-    if (screen(h, sc, need, cap, screened)) break;
-
-  // Step 2: exact distances and dot products of the survivors, in double.
-  group_by_query_and_scale(screened, h.n, n_scales, candidates);
-  // `omp simd` lets the compiler split the sums into vector lanes (built with -fopenmp-simd,
-  // no OpenMP runtime): the result differs from a sequential sum only in the last bits.
-  y.resize(candidates.size());
-  x.resize(candidates.size());
-  for (size_t t = 0; t < candidates.size(); ++t) {
-    const Candidate& c = candidates[t];
-    const double* qd = &h.qd[static_cast<size_t>(c.query) * dim];
-    const double* kd = &h.kd[static_cast<size_t>(c.key) * dim];
-    const double* qm = h.q_mean.data();
-    const double* km = h.k_mean.data();
-    const double cs = options.scales[c.scale], inv_cs = 1.0 / cs;
-    double y2 = 0, dot = 0;
-    // x is the dot product of the captured vectors: the distance vectors plus the means (zero
-    // without --center), read from the head's contiguous copy rather than the strided site.
-#pragma omp simd reduction(+ : y2, dot)
-    for (int l = 0; l < dim; ++l) {
-      const double diff = cs * qd[l] - kd[l] * inv_cs;
-      y2 += diff * diff;
-      dot += (qd[l] + qm[l]) * (kd[l] + km[l]);
-    }
-    y[t] = std::sqrt(y2);
-    x[t] = dot;
-  }
-  QKSCOPE_ASSERT(candidates.size() >= need);
-  out.threshold = interpolated_order_statistic(y, lo, frac, sorted_y);
-  const double d = *out.threshold;
-
-  // Step 3: weighted correlation per (query, scale) over the near keys.
-  std::vector<double> gx, gy, gw;
-  std::vector<double> r_sum(n_scales, 0.0);
-  for (size_t t = 0; t < candidates.size();) {
-    size_t e = t;
-    while (e < candidates.size() && candidates[e].query == candidates[t].query &&
-           candidates[e].scale == candidates[t].scale)
-      ++e;
-    gx.clear();
-    gy.clear();
-    gw.clear();
-    for (size_t u = t; u < e; ++u) {
-      if (!(y[u] < d)) continue;
-      gx.push_back(x[u]);
-      gy.push_back(y[u]);
-      gw.push_back((d - y[u]) * (d - y[u]));
-    }
-    const size_t s = candidates[t].scale;
-    out.scales[s].near_pairs += static_cast<int64_t>(gx.size());
-    if (gx.size() >= 3) {
-      if (auto r = weighted_correlation(gx.data(), gy.data(), gw.data(), gx.size())) {
-        r_sum[s] += *r;
-        ++out.scales[s].queries;
-      }
-    }
-    t = e;
-  }
-  for (size_t s = 0; s < n_scales; ++s)
-    if (out.scales[s].queries > 0)
-      out.scales[s].wcorr = r_sum[s] / static_cast<double>(out.scales[s].queries);
+  thread_local Workspace ws;
+  const ScreenConstants sc(options, in.head_dim);
+  if (prepare(in, options, ws.head)) return compute_finite_head(sc, options, ws);
+  // Some token holds NaN or Inf: leave it out of this head (the common case costs no copy).
+  const FiniteHead finite = drop_nonfinite_tokens(in);
+  const bool ok = prepare(finite.input, options, ws.head);
+  QKSCOPE_ASSERT(ok);
+  HeadOutcome out = compute_finite_head(sc, options, ws);
+  out.nonfinite_tokens = in.n_tokens - finite.input.n_tokens;
   return out;
 }
 

@@ -33,8 +33,10 @@ struct HeadOutcome {
   std::optional<double> threshold;    // d
   double median_q_norm = 0, median_k_norm = 0;
   std::vector<HeadScale> scales;      // per options.scales
+  int64_t nonfinite_tokens = 0;       // tokens left out: their q or k holds NaN or Inf
 };
 
+// Tokens whose q or k holds NaN or Inf are left out of the head (and counted).
 HeadOutcome compute_head(const HeadInput& input, const MetricOptions& options);
 
 // A head's input without the tokens whose q or k holds NaN or Inf. `input` points into `q`,

@@ -154,9 +154,8 @@ CTable compute_ctable(const QkData& data, const MetricOptions& options,
         in.n_tokens = data.n_tokens();
         in.sequence = data.sequence.data();
         in.position = data.position.data();
-        const detail::FiniteHead finite = detail::drop_nonfinite_tokens(in);
-        nonfinite[i] = in.n_tokens - finite.input.n_tokens;
-        outcomes[i] = detail::compute_head(finite.input, options);
+        outcomes[i] = detail::compute_head(in, options);
+        nonfinite[i] = outcomes[i].nonfinite_tokens;
       },
       progress);
 

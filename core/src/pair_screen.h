@@ -1,0 +1,91 @@
+// The engine's innermost loop: which pairs of one Gram row can hold an item under a bound.
+//
+// For a query with squared norm a and a key with squared norm b, the distance at scale c is
+// y^2 = c^2 a + b / c^2 - 2 q.k. Its smallest value over the grid, M(a, b) - 2 q.k with
+// M = min_c (c^2 a + b / c^2), bounds every item of the pair from below. This file evaluates that
+// bound in float, 16 pairs per instruction, with every rounding pushed towards admitting the pair:
+// a pair it rejects provably has no item under the bound (the exact double test in
+// head_metrics.cpp then decides per scale). The error analysis is in admit_threshold's comment.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace qkscope::detail {
+
+// Per-row constants of the float screen. `enabled` is false when a magnitude could overflow
+// float: then every pair is admitted and the double test does all the work (only absurd inputs,
+// norms beyond ~1e18, take that path).
+struct RowScreen {
+  std::vector<float> c2_a;    // c^2 a per scale
+  std::vector<float> inv_c2;  // 1 / c^2 per scale
+  float margin_per_key_len = 0;  // times |k|: the Gram error allowance, enlarged
+  float bound = 0;               // the bound on y^2, enlarged
+};
+
+// slack[t] = 2 g[t] - T(t), where T(t) is a lower estimate of the smallest Gram value that can
+// put an item of pair t under the bound; the pair is admitted where slack >= 0.
+//
+// Why T is never too high: the exact test admits when M(1 - 1e-12) - 2g - m|q||k| <= B. Each
+// float term carries at most a few units of float rounding (u = 2^-24) relative to its value:
+// c^2 a, 1/c^2, b and the fused multiply-add give M at most 3.01u too high; multiplying by
+// (1 - 2^-16) more than undoes it and also covers the two roundings of the subtractions
+// (2u of |M| + |m|q||k|| + |B| each); m|q||k| and B are enlarged by 2^-16 for the same reason,
+// and B by 2^-100 absolute for results that underflow.
+inline void pair_slack(const RowScreen& row, const float* gram, const float* key_norm2,
+                       const float* key_len, int64_t width, float* slack) {
+  const size_t n_scales = row.c2_a.size();
+  // Scale by scale over the row, so that every loop runs over keys and vectorises.
+  {
+    const float c2_a = row.c2_a[0], inv_c2 = row.inv_c2[0];
+#pragma omp simd
+    for (int64_t t = 0; t < width; ++t) slack[t] = c2_a + key_norm2[t] * inv_c2;
+  }
+  for (size_t s = 1; s < n_scales; ++s) {
+    const float c2_a = row.c2_a[s], inv_c2 = row.inv_c2[s];
+#pragma omp simd
+    for (int64_t t = 0; t < width; ++t) {
+      const float v = c2_a + key_norm2[t] * inv_c2;
+      slack[t] = v < slack[t] ? v : slack[t];
+    }
+  }
+  const float shrink = 1.0f - 0x1p-16f;
+  const float margin = row.margin_per_key_len, bound = row.bound;
+#pragma omp simd
+  for (int64_t t = 0; t < width; ++t) {
+    const float threshold = slack[t] * shrink - key_len[t] * margin - bound;
+    slack[t] = 2.0f * gram[t] - threshold;
+  }
+}
+
+// Writes the t with slack[t] >= 0, in increasing order, to `out`; returns how many. Survivors
+// are a few percent of the pairs, so the vector paths test 16 (or 8) at once and walk the set
+// bits of the rare non-zero masks.
+inline int64_t admitted_pairs(const float* slack, int64_t width, uint32_t* out) {
+  int64_t n = 0, t = 0;
+#if defined(__AVX512F__)
+  const __m512 zero = _mm512_setzero_ps();
+  for (; t + 16 <= width; t += 16) {
+    uint32_t mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(slack + t), zero, _CMP_GE_OQ);
+    for (; mask != 0; mask &= mask - 1) out[n++] = static_cast<uint32_t>(t + __builtin_ctz(mask));
+  }
+#elif defined(__AVX2__)
+  const __m256 zero = _mm256_setzero_ps();
+  for (; t + 8 <= width; t += 8) {
+    auto mask = static_cast<uint32_t>(
+        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(slack + t), zero, _CMP_GE_OQ)));
+    for (; mask != 0; mask &= mask - 1) out[n++] = static_cast<uint32_t>(t + __builtin_ctz(mask));
+  }
+#endif
+  for (; t < width; ++t) {  // branch-free: survivors are unpredictable
+    out[n] = static_cast<uint32_t>(t);
+    n += slack[t] >= 0.0f;
+  }
+  return n;
+}
+
+}  // namespace qkscope::detail
