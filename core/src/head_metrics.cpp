@@ -277,30 +277,47 @@ std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConsta
   return uppers;
 }
 
-// The values of rank `ranks` (0-based, increasing) among `values`, found with a heap of the
-// smallest max(ranks) + 1: the ranks are small next to the sample, so most values fail one
-// comparison with the heap's top.
-std::vector<double> small_order_statistics(const std::vector<double>& values,
+// The values of rank `ranks` (0-based, increasing) among `values`. The ranks are small next to
+// the sample: a cut estimated on every 8th value keeps a little more than the largest rank, and
+// the selection runs on those alone (on everything, if the cut kept too few).
+std::vector<double> small_order_statistics(std::vector<double> values,
                                            const std::vector<size_t>& ranks) {
-  const size_t keep = ranks.back() + 1;
-  std::priority_queue<double> smallest;
-  for (double v : values) {
-    if (smallest.size() < keep) {
-      smallest.push(v);
-    } else if (v < smallest.top()) {
-      smallest.pop();
-      smallest.push(v);
-    }
+  const size_t top = ranks.back();
+  std::vector<double> low;
+  if (values.size() >= 64 * (top + 64)) {
+    std::vector<double> sub;
+    for (size_t t = 0; t < values.size(); t += 8) sub.push_back(values[t]);
+    const size_t at = (top + 1) * 3 / 16 + 32;  // 1.5 times the expected rank of the largest
+    std::nth_element(sub.begin(), sub.begin() + static_cast<int64_t>(at), sub.end());
+    const double cut = sub[at];
+    for (double v : values)
+      if (v <= cut) low.push_back(v);
   }
-  std::vector<double> sorted(smallest.size());
-  for (size_t t = sorted.size(); t-- > 0;) {
-    sorted[t] = smallest.top();
-    smallest.pop();
+  if (low.size() > top) values.swap(low);
+  std::vector<double> out(ranks.size());
+  auto end = values.end();
+  for (size_t r = ranks.size(); r-- > 0;) {  // largest first: the next selection stays left
+    std::nth_element(values.begin(), values.begin() + static_cast<int64_t>(ranks[r]), end);
+    out[r] = values[ranks[r]];
+    end = values.begin() + static_cast<int64_t>(ranks[r]);
   }
-  std::vector<double> out;
-  for (size_t r : ranks) out.push_back(sorted[r]);
   return out;
 }
+
+// The items of one block of queries: items[begin, end) belong to queries [first, first + rows),
+// those of one query in increasing key order.
+struct RowBlock {
+  size_t begin, end;
+  int64_t first, rows;
+};
+
+// Weighted sums of one (query, scale) over its near keys, for the two-pass correlation.
+struct QueryScaleMoments {
+  int64_t n = 0;
+  double sw = 0, sx = 0, sy = 0;
+  double x_min = kInf, x_max = -kInf, y_min = kInf, y_max = -kInf;
+  double cxx = 0, cyy = 0, cxy = 0;
+};
 
 // Buffers one worker reuses across the heads it computes.
 struct Workspace {
@@ -310,28 +327,14 @@ struct Workspace {
   std::vector<uint32_t> admitted;
   std::vector<double> q_dist, q_dot;
   std::vector<uint32_t> wanted;
-  std::vector<Item> items, grouped;
-  std::vector<uint32_t> bucket_start;
-  std::vector<double> values, gx, gy, gw;
+  std::vector<Item> items;
+  std::vector<RowBlock> blocks;
+  std::vector<double> values;
+  std::vector<QueryScaleMoments> moments;
 };
 
-// Reorders items[from, end) (all of queries [first, first + n_rows)) so that those of one
-// (query, scale) are contiguous, queries in order: a counting sort, linear in the items.
-void group_block(Workspace& ws, size_t from, int64_t first, int64_t n_rows, size_t n_scales) {
-  const size_t n_items = ws.items.size() - from;
-  if (n_items < 2) return;
-  std::vector<uint32_t>& start = ws.bucket_start;
-  start.assign(static_cast<size_t>(n_rows) * n_scales + 1, 0);
-  auto bucket = [&](const Item& it) { return static_cast<size_t>(it.query - first) * n_scales + it.scale; };
-  for (size_t t = from; t < ws.items.size(); ++t) ++start[bucket(ws.items[t]) + 1];
-  for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
-  ws.grouped.resize(n_items);
-  for (size_t t = from; t < ws.items.size(); ++t) ws.grouped[start[bucket(ws.items[t])]++] = ws.items[t];
-  std::copy(ws.grouped.begin(), ws.grouped.end(), ws.items.begin() + static_cast<int64_t>(from));
-}
-
-// The pass: collects into ws.items every item whose exact y^2 is at most the bound, grouped by
-// (query, scale), plus some above it. The bound is `cap`, or with `tighten` the K-th smallest
+// The pass: collects into ws.items every item whose exact y^2 is at most the bound, plus some
+// above it, and records the row blocks in ws.blocks. The bound is `cap`, or with `tighten` the K-th smallest
 // upper bound seen so far (starting from `cap`). Returns how many items have exact y^2 <= cap
 // (with `tighten`: at least `need`).
 int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
@@ -342,15 +345,18 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
   int64_t under_cap = 0;
   size_t prune_at = 1 << 16;
   ws.items.clear();
+  ws.blocks.clear();
   ws.slack.resize(kColBlock);
   ws.admitted.resize(kColBlock);
   ws.q_dist.resize(dim);
   ws.q_dot.resize(dim);
   ws.wanted.resize(sc.c2_padded.size());
   RowScreen row;
-  row.c2_a.resize(n_scales);
-  row.inv_c2.resize(n_scales);
-  for (size_t s = 0; s < n_scales; ++s) row.inv_c2[s] = static_cast<float>(sc.inv_c2[s]);
+  const size_t n_padded = sc.c2_padded.size();
+  row.c2_a.resize(n_padded);
+  row.inv_c2.resize(n_padded);
+  for (size_t s = 0; s < n_padded; ++s)
+    row.inv_c2[s] = static_cast<float>(sc.inv_c2[s < n_scales ? s : 0]);
   double* q_dist = ws.q_dist.data();
   double* q_dot = ws.q_dot.data();
   uint32_t* wanted = ws.wanted.data();
@@ -375,7 +381,8 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
           const double a = h.q_norm2[i];
           int64_t n_admitted = width;
           if (h.float_screen) {
-            for (size_t s = 0; s < n_scales; ++s) row.c2_a[s] = static_cast<float>(sc.c2[s] * a);
+            for (size_t s = 0; s < n_padded; ++s)
+              row.c2_a[s] = static_cast<float>(sc.c2[s < n_scales ? s : 0] * a);
             row.margin_per_key_len = static_cast<float>(sc.rel * h.q_len[i] * (1 + 0x1p-16));
             row.bound = static_cast<float>(bound * (1 + 0x1p-16) + 0x1p-100);
             pair_slack(row, g, h.k_norm2_f.data() + c0, h.k_len_f.data() + c0, width,
@@ -438,13 +445,20 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
           }
         }
       }
-      group_block(ws, block_items, r0, r1 - r0, n_scales);
+      ws.blocks.push_back({block_items, ws.items.size(), r0, r1 - r0});
       if (tighten && ws.items.size() >= prune_at) {
         // Items over the bound can be neither under the threshold nor among the K smallest.
         const double b_now = kth.bound() * (1 + 1e-12);
-        ws.items.erase(std::remove_if(ws.items.begin(), ws.items.end(),
-                                      [&](const Item& it) { return it.y * it.y > b_now; }),
-                       ws.items.end());
+        auto out = ws.items.begin();
+        for (RowBlock& block : ws.blocks) {
+          const auto begin = out;
+          out = std::copy_if(ws.items.begin() + static_cast<int64_t>(block.begin),
+                             ws.items.begin() + static_cast<int64_t>(block.end), out,
+                             [&](const Item& it) { return it.y * it.y <= b_now; });
+          block.begin = static_cast<size_t>(begin - ws.items.begin());
+          block.end = static_cast<size_t>(out - ws.items.begin());
+        }
+        ws.items.erase(out, ws.items.end());
         prune_at = std::max<size_t>(2 * ws.items.size(), 1 << 16);
       }
     }
@@ -452,32 +466,58 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
   return tighten ? static_cast<int64_t>(need) : under_cap;
 }
 
-// Weighted Pearson correlation of (x, y) with weights w, two-pass; nullopt when x or y takes a
-// single value (zero weighted variance: weights are positive, so that is the only way).
-std::optional<double> weighted_correlation(const double* x, const double* y, const double* w,
-                                           size_t n) {
-  double sw = 0, sx = 0, sy = 0;
-  double x_min = x[0], x_max = x[0], y_min = y[0], y_max = y[0];
-  for (size_t t = 0; t < n; ++t) {
-    sw += w[t];
-    sx += w[t] * x[t];
-    sy += w[t] * y[t];
-    x_min = std::min(x_min, x[t]);
-    x_max = std::max(x_max, x[t]);
-    y_min = std::min(y_min, y[t]);
-    y_max = std::max(y_max, y[t]);
+// Adds every (query, scale)'s weighted Pearson correlation of x and y over its near keys
+// (y < d, weights (d - y)^2) to `out`, two-pass per row block: sums and means, then the
+// centred moments. A query whose x or y takes a single value has zero weighted variance (weights
+// are positive, so that is the only way) and no r.
+void add_correlations(Workspace& ws, double d, size_t n_scales, std::vector<double>& r_sum,
+                      std::vector<HeadScale>& out) {
+  const std::vector<Item>& items = ws.items;
+  for (const RowBlock& block : ws.blocks) {
+    ws.moments.assign(static_cast<size_t>(block.rows) * n_scales, QueryScaleMoments{});
+    auto moments_of = [&](const Item& it) -> QueryScaleMoments& {
+      return ws.moments[static_cast<size_t>(it.query - block.first) * n_scales + it.scale];
+    };
+    for (size_t t = block.begin; t < block.end; ++t) {
+      const Item& it = items[t];
+      if (!(it.y < d)) continue;
+      QueryScaleMoments& m = moments_of(it);
+      const double w = (d - it.y) * (d - it.y);
+      ++m.n;
+      m.sw += w;
+      m.sx += w * it.x;
+      m.sy += w * it.y;
+      m.x_min = std::min(m.x_min, it.x);
+      m.x_max = std::max(m.x_max, it.x);
+      m.y_min = std::min(m.y_min, it.y);
+      m.y_max = std::max(m.y_max, it.y);
+    }
+    for (QueryScaleMoments& m : ws.moments)
+      if (m.n > 0) {
+        m.sx /= m.sw;  // now the weighted means
+        m.sy /= m.sw;
+      }
+    for (size_t t = block.begin; t < block.end; ++t) {
+      const Item& it = items[t];
+      if (!(it.y < d)) continue;
+      QueryScaleMoments& m = moments_of(it);
+      if (m.n < 3) continue;
+      const double w = (d - it.y) * (d - it.y);
+      const double dx = it.x - m.sx, dy = it.y - m.sy;
+      m.cxx += w * dx * dx;
+      m.cyy += w * dy * dy;
+      m.cxy += w * dx * dy;
+    }
+    for (size_t b = 0; b < ws.moments.size(); ++b) {
+      const QueryScaleMoments& m = ws.moments[b];
+      const size_t s = b % n_scales;
+      out[s].near_pairs += m.n;
+      if (m.n < 3 || m.x_min == m.x_max || m.y_min == m.y_max || !(m.sw > 0)) continue;
+      if (!(m.cxx > 0) || !(m.cyy > 0)) continue;
+      r_sum[s] += (m.cxy / m.sw) / std::sqrt((m.cxx / m.sw) * (m.cyy / m.sw));
+      ++out[s].queries;
+    }
   }
-  if (x_min == x_max || y_min == y_max || !(sw > 0)) return std::nullopt;
-  const double mx = sx / sw, my = sy / sw;
-  double cxx = 0, cyy = 0, cxy = 0;
-  for (size_t t = 0; t < n; ++t) {
-    double dx = x[t] - mx, dy = y[t] - my;
-    cxx += w[t] * dx * dx;
-    cyy += w[t] * dy * dy;
-    cxy += w[t] * dx * dy;
-  }
-  if (!(cxx > 0) || !(cyy > 0)) return std::nullopt;
-  return (cxy / sw) / std::sqrt((cxx / sw) * (cyy / sw));
 }
 
 double median(std::vector<double> v) {
@@ -537,21 +577,31 @@ HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& 
   const auto n_items = static_cast<int64_t>(total_items);
   const size_t need = static_cast<size_t>(std::min<int64_t>(lo + 2, n_items));
 
-  // Step 1: caps at the pilot sample's quantile for the needed fraction plus 6 standard
+  // Step 1: caps at the pilot sample's quantile for the needed fraction plus 4 standard
   // deviations of the count (then 3 and 10 times the fraction): a cap too tight is detected
   // after the pass, which is then redone with the next; the last resort tightens as it goes.
   std::vector<double> caps;
+  double low_cut = 0;  // the y under which fewer than lo items are expected (0: none known)
   if (out.pairs > (int64_t{1} << 18)) {
     const int64_t n_samples = std::min<int64_t>(int64_t{1} << 15, out.pairs / 32);
     const std::vector<double> sample = pilot_upper_bounds(h, sc, out.pairs, n_samples);
     const double expected = static_cast<double>(need) * static_cast<double>(sample.size()) / total_items;
+    // A cut below the lower order statistic: 4 standard deviations under its expected rank.
+    const double expected_lo = static_cast<double>(lo + 1) * static_cast<double>(sample.size()) / total_items;
+    const double low_rank = expected_lo - 4.0 * std::sqrt(expected_lo) - 16;
     std::vector<size_t> ranks;
+    if (low_rank >= 0) ranks.push_back(static_cast<size_t>(low_rank));
     for (double factor : {1.0, 3.0, 10.0}) {
-      const double rank = factor * expected + 6.0 * std::sqrt(expected) + 16;
+      const double rank = factor * expected + 4.0 * std::sqrt(expected) + 16;
       if (rank >= static_cast<double>(sample.size())) break;
       ranks.push_back(static_cast<size_t>(rank));
     }
     if (!ranks.empty()) caps = small_order_statistics(sample, ranks);
+    if (low_rank >= 0) {
+      // An estimate: if it is too high (more than lo items under it), step 2 notices.
+      low_cut = std::sqrt(std::max(0.0, caps.front()));
+      caps.erase(caps.begin());
+    }
   }
   bool collected = false;
   for (double cap : caps)
@@ -563,37 +613,27 @@ HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& 
   const std::vector<Item>& items = ws.items;
   QKSCOPE_ASSERT(items.size() >= need);
 
-  // Step 2: the threshold, from the exact distances.
-  ws.values.resize(items.size());
-  for (size_t t = 0; t < items.size(); ++t) ws.values[t] = items[t].y;
-  out.threshold = interpolated_order_statistic(ws.values, lo, frac);
+  // Step 2: the threshold, from the exact distances. The pilot's low cut, when it holds,
+  // leaves only the items above it to select from.
+  int64_t below = 0;
+  ws.values.clear();
+  for (const Item& it : items) {
+    if (it.y < low_cut)
+      ++below;
+    else
+      ws.values.push_back(it.y);
+  }
+  if (below > lo) {  // the cut was too high: select from everything
+    below = 0;
+    ws.values.resize(items.size());
+    for (size_t t = 0; t < items.size(); ++t) ws.values[t] = items[t].y;
+  }
+  out.threshold = interpolated_order_statistic(ws.values, lo - below, frac);
   const double d = *out.threshold;
 
   // Step 3: weighted correlation per (query, scale) over the near keys.
   std::vector<double> r_sum(n_scales, 0.0);
-  for (size_t t = 0; t < items.size();) {
-    size_t e = t;
-    while (e < items.size() && items[e].query == items[t].query && items[e].scale == items[t].scale)
-      ++e;
-    ws.gx.clear();
-    ws.gy.clear();
-    ws.gw.clear();
-    for (size_t u = t; u < e; ++u) {
-      if (!(items[u].y < d)) continue;
-      ws.gx.push_back(items[u].x);
-      ws.gy.push_back(items[u].y);
-      ws.gw.push_back((d - items[u].y) * (d - items[u].y));
-    }
-    const size_t s = items[t].scale;
-    out.scales[s].near_pairs += static_cast<int64_t>(ws.gx.size());
-    if (ws.gx.size() >= 3) {
-      if (auto r = weighted_correlation(ws.gx.data(), ws.gy.data(), ws.gw.data(), ws.gx.size())) {
-        r_sum[s] += *r;
-        ++out.scales[s].queries;
-      }
-    }
-    t = e;
-  }
+  add_correlations(ws, d, n_scales, r_sum, out.scales);
   for (size_t s = 0; s < n_scales; ++s)
     if (out.scales[s].queries > 0)
       out.scales[s].wcorr = r_sum[s] / static_cast<double>(out.scales[s].queries);
