@@ -111,4 +111,30 @@ inline int64_t admitted_pairs(const float* slack, int64_t width, uint32_t* out) 
   return n;
 }
 
+// For an admitted pair: writes the scales s whose double lower bound of y^2,
+// mag_s - 2g - (margin_pair + slack mag_s) with mag_s = c_s^2 a + b / c_s^2, is at most `bound`;
+// returns how many. c2 and inv_c2 are padded to a multiple of 8 with infinities.
+inline int scales_under(const double* c2, const double* inv_c2, size_t n_padded, double a,
+                        double b, double two_g, double margin_pair, double slack, double bound,
+                        uint32_t* out) {
+  int n = 0;
+  for (size_t s0 = 0; s0 < n_padded; s0 += 8) {
+#if defined(__AVX512F__)
+    const __m512d mag = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + s0), _mm512_set1_pd(a),
+                                        _mm512_mul_pd(_mm512_loadu_pd(inv_c2 + s0), _mm512_set1_pd(b)));
+    const __m512d margin = _mm512_fmadd_pd(mag, _mm512_set1_pd(slack), _mm512_set1_pd(margin_pair));
+    const __m512d lower = _mm512_sub_pd(_mm512_sub_pd(mag, _mm512_set1_pd(two_g)), margin);
+    uint32_t mask = _mm512_cmp_pd_mask(lower, _mm512_set1_pd(bound), _CMP_LE_OQ);
+    for (; mask != 0; mask &= mask - 1) out[n++] = static_cast<uint32_t>(s0 + __builtin_ctz(mask));
+#else
+    for (size_t s = s0; s < s0 + 8; ++s) {
+      const double mag = c2[s] * a + inv_c2[s] * b;
+      out[n] = static_cast<uint32_t>(s);
+      n += mag - two_g - (margin_pair + slack * mag) <= bound;
+    }
+#endif
+  }
+  return n;
+}
+
 }  // namespace qkscope::detail
