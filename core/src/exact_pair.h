@@ -7,10 +7,54 @@
 
 #include <cstdint>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace qkscope::detail {
 
 // q_dist: the query's distance vector (centred with --center), q_dot: the captured query, both
 // in double; k: the captured key; k_mean: the key centroid (read only when kCentred).
+#if defined(__AVX512F__)
+// With AVX-512 the lanes are summed as a tree at the end: the compiler's `omp simd` reduction
+// adds them one after another, a chain of 8 dependent additions per sum that dominated the
+// cost of a pair.
+template <bool kCentred, int kScales>
+inline void exact_pair(const double* q_dist, const double* q_dot, const float* k,
+                       const double* k_mean, int dim, const double* c, const double* inv_c,
+                       double& x, double* y2) {
+  static_assert(kScales >= 1 && kScales <= 4, "one to four scales per pass");
+  __m512d dot = _mm512_setzero_pd();
+  __m512d sum[kScales], cv[kScales], inv_cv[kScales];
+  for (int s = 0; s < kScales; ++s) {
+    sum[s] = _mm512_setzero_pd();
+    cv[s] = _mm512_set1_pd(c[s]);
+    inv_cv[s] = _mm512_set1_pd(inv_c[s]);
+  }
+  int l = 0;
+  for (; l + 8 <= dim; l += 8) {
+    const __m512d kd = _mm512_cvtps_pd(_mm256_loadu_ps(k + l));
+    const __m512d kc = kCentred ? _mm512_sub_pd(kd, _mm512_loadu_pd(k_mean + l)) : kd;
+    dot = _mm512_fmadd_pd(_mm512_loadu_pd(q_dot + l), kd, dot);
+    const __m512d qd = _mm512_loadu_pd(q_dist + l);
+    for (int s = 0; s < kScales; ++s) {
+      const __m512d diff = _mm512_sub_pd(_mm512_mul_pd(cv[s], qd), _mm512_mul_pd(kc, inv_cv[s]));
+      sum[s] = _mm512_fmadd_pd(diff, diff, sum[s]);
+    }
+  }
+  x = _mm512_reduce_add_pd(dot);
+  for (int s = 0; s < kScales; ++s) y2[s] = _mm512_reduce_add_pd(sum[s]);
+  for (; l < dim; ++l) {  // dimensions past a multiple of 8
+    const double kd = static_cast<double>(k[l]);
+    const double kc = kCentred ? kd - k_mean[l] : kd;
+    x += q_dot[l] * kd;
+    for (int s = 0; s < kScales; ++s) {
+      const double diff = c[s] * q_dist[l] - kc * inv_c[s];
+      y2[s] += diff * diff;
+    }
+  }
+}
+#else
 template <bool kCentred, int kScales>
 inline void exact_pair(const double* q_dist, const double* q_dot, const float* k,
                        const double* k_mean, int dim, const double* c, const double* inv_c,
@@ -43,6 +87,7 @@ inline void exact_pair(const double* q_dist, const double* q_dot, const float* k
   if constexpr (kScales > 2) y2[2] = s2;
   if constexpr (kScales > 3) y2[3] = s3;
 }
+#endif
 
 // exact_pair for 1 to 4 scales chosen at run time.
 template <bool kCentred>
