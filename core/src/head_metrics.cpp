@@ -79,20 +79,37 @@ bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
   const int d = h.dim;
   h.q_raw.resize(n * d);
   h.k_raw.resize(n * d);
-  // Inf * 0 and NaN * 0 are NaN, finite * 0 is 0: one vectorised sum per token tells.
+  h.q_norm2.resize(n);
+  h.k_norm2.resize(n);
+  // One pass over the (strided, uncached) input: copy, squared norms of the captured vectors
+  // and the finiteness check. Inf * 0 and NaN * 0 are NaN, finite * 0 is 0: one vectorised sum
+  // per token tells.
+  // Tokens are a stride of H * D floats apart: each lands on its own page, where hardware
+  // prefetchers stop, so the next tokens' rows are requested ahead explicitly.
+  constexpr int64_t kPrefetchAhead = 16;
   for (int64_t t = 0; t < n; ++t) {
     const float* q = in.q + t * in.stride;
     const float* k = in.k + t * in.stride;
+    if (t + kPrefetchAhead < n)
+      for (int l = 0; l < d; l += 16) {  // one 64-byte line per 16 floats
+        __builtin_prefetch(q + kPrefetchAhead * in.stride + l);
+        __builtin_prefetch(k + kPrefetchAhead * in.stride + l);
+      }
     float* qr = h.q_raw.data() + t * d;
     float* kr = h.k_raw.data() + t * d;
     float probe = 0;
-#pragma omp simd reduction(+ : probe)
+    double a = 0, b = 0;
+#pragma omp simd reduction(+ : probe, a, b)
     for (int l = 0; l < d; ++l) {
       qr[l] = q[l];
       kr[l] = k[l];
       probe += q[l] * 0.0f + k[l] * 0.0f;
+      a += static_cast<double>(q[l]) * static_cast<double>(q[l]);
+      b += static_cast<double>(k[l]) * static_cast<double>(k[l]);
     }
     if (probe != 0.0f) return false;
+    h.q_norm2[t] = a;
+    h.k_norm2[t] = b;
   }
 
   h.q_mean.assign(d, 0.0);
@@ -110,28 +127,27 @@ bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
     h.q_centered.resize(n * d);
     h.k_centered.resize(n * d);
   }
-  h.q_norm2.resize(n);
-  h.k_norm2.resize(n);
-  const double* qm = h.q_mean.data();
-  const double* km = h.k_mean.data();
-  for (int64_t t = 0; t < n; ++t) {
-    const float* qr = h.q_raw.data() + t * d;
-    const float* kr = h.k_raw.data() + t * d;
-    double a = 0, b = 0;
+  if (options.center) {  // the distance vectors are the centred ones: their norms instead
+    const double* qm = h.q_mean.data();
+    const double* km = h.k_mean.data();
+    for (int64_t t = 0; t < n; ++t) {
+      const float* qr = h.q_raw.data() + t * d;
+      const float* kr = h.k_raw.data() + t * d;
+      double a = 0, b = 0;
 #pragma omp simd reduction(+ : a, b)
-    for (int l = 0; l < d; ++l) {
-      const double u = static_cast<double>(qr[l]) - qm[l];
-      const double v = static_cast<double>(kr[l]) - km[l];
-      a += u * u;
-      b += v * v;
-    }
-    h.q_norm2[t] = a;
-    h.k_norm2[t] = b;
-    if (options.center)
+      for (int l = 0; l < d; ++l) {
+        const double u = static_cast<double>(qr[l]) - qm[l];
+        const double v = static_cast<double>(kr[l]) - km[l];
+        a += u * u;
+        b += v * v;
+      }
+      h.q_norm2[t] = a;
+      h.k_norm2[t] = b;
       for (int l = 0; l < d; ++l) {
         h.q_centered[t * d + l] = static_cast<float>(static_cast<double>(qr[l]) - qm[l]);
         h.k_centered[t * d + l] = static_cast<float>(static_cast<double>(kr[l]) - km[l]);
       }
+    }
   }
   h.q_gram = options.center ? h.q_centered.data() : h.q_raw.data();
   h.k_gram = options.center ? h.k_centered.data() : h.k_raw.data();
@@ -212,6 +228,7 @@ struct ScreenConstants {
   // scale's bound is infinite (or NaN), so it never passes a test.
   std::vector<double> c2_padded, inv_c2_padded;
   double rel = 0;
+  double identity_error = 0;
   ScreenConstants(const MetricOptions& o, int dim) {
     for (double s : o.scales) {
       c.push_back(s);
@@ -226,6 +243,9 @@ struct ScreenConstants {
       inv_c2_padded.push_back(kInf);
     }
     rel = 2.0 * 2.0 * (dim + 3) * std::ldexp(1.0, -24) * 1.01;
+    // Error of the identity in double, relative to c^2 a + b / c^2 + 2 |x|: the squared norms and
+    // the dot product are sums of `dim` products (gamma_dim each), plus four roundings.
+    identity_error = (dim + 4) * std::ldexp(1.0, -53) * 1.01;
   }
   double upper(double mag, double two_g, double margin_pair) const {
     return mag - two_g + margin_pair + kDoubleSlack * mag;
@@ -329,7 +349,8 @@ struct Workspace {
   std::vector<uint32_t> wanted;
   std::vector<Item> items;
   std::vector<RowBlock> blocks;
-  std::vector<double> values;
+  std::vector<double> values;  // the items' y at or above the low cut
+  int64_t below_cut = 0;        // items under it
   std::vector<QueryScaleMoments> moments;
 };
 
@@ -338,7 +359,7 @@ struct Workspace {
 // upper bound seen so far (starting from `cap`). Returns how many items have exact y^2 <= cap
 // (with `tighten`: at least `need`).
 int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
-                      bool tighten, Workspace& ws) {
+                      bool tighten, double low_cut, Workspace& ws) {
   const size_t n_scales = sc.c2.size();
   const int dim = h.dim;
   KthSmallestBound kth(need, cap);
@@ -346,6 +367,8 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
   size_t prune_at = 1 << 16;
   ws.items.clear();
   ws.blocks.clear();
+  ws.values.clear();
+  ws.below_cut = 0;
   ws.slack.resize(kColBlock);
   ws.admitted.resize(kColBlock);
   ws.q_dist.resize(dim);
@@ -415,24 +438,35 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
                              b, two_g, margin_pair, kDoubleSlack, item_bound, wanted);
             if (n_wanted == 0) continue;
             const float* k_raw = h.k_raw.data() + j * dim;
-            for (int w0 = 0; w0 < n_wanted; w0 += 4) {
-              const int m = std::min(4, n_wanted - w0);
-              double c[4], inv_c[4], y2[4], x;
-              for (int t = 0; t < m; ++t) {
-                c[t] = sc.c[wanted[w0 + t]];
-                inv_c[t] = sc.inv_c[wanted[w0 + t]];
-              }
-              if (centred)
-                exact_pair_n<true>(m, q_dist, q_dot, k_raw, h.k_mean.data(), dim, c, inv_c, x, y2);
-              else
-                exact_pair_n<false>(m, q_dist, q_dot, k_raw, h.k_mean.data(), dim, c, inv_c, x, y2);
-              for (int t = 0; t < m; ++t) {
-                under_cap += y2[t] <= cap;
-                ws.items.push_back({static_cast<uint32_t>(i), wanted[w0 + t], std::sqrt(y2[t]), x});
-              }
+            double x, x_dist;
+            if (centred)
+              pair_dots<true>(q_dist, q_dot, k_raw, h.k_mean.data(), dim, x, x_dist);
+            else
+              pair_dots<false>(q_dist, q_dot, k_raw, h.k_mean.data(), dim, x, x_dist);
+            for (int w = 0; w < n_wanted; ++w) {
+              const uint32_t s = wanted[w];
+              // y^2 by the Gram identity in double from the exact dot product, where its proven
+              // rounding error is under 2^-40 of the result; directly otherwise.
+              const double mag = sc.c2[s] * a + sc.inv_c2[s] * b;
+              double y2 = mag - 2.0 * x_dist;
+              if (!(sc.identity_error * (mag + 2.0 * std::abs(x_dist)) <= 0x1p-40 * y2))
+                y2 = centred ? direct_distance2<true>(q_dist, k_raw, h.k_mean.data(), dim, sc.c[s], sc.inv_c[s])
+                             : direct_distance2<false>(q_dist, k_raw, h.k_mean.data(), dim, sc.c[s], sc.inv_c[s]);
+              under_cap += y2 <= cap;
+              ws.items.push_back({static_cast<uint32_t>(i), s, y2, x});  // y: root taken below
             }
           }
         }
+      }
+      // Square roots off the critical path of the loop above, and the threshold's candidates:
+      // the items at or above the pilot's low cut.
+      for (size_t t = block_items; t < ws.items.size(); ++t) {
+        const double y = std::sqrt(ws.items[t].y);
+        ws.items[t].y = y;
+        if (y < low_cut)
+          ++ws.below_cut;
+        else
+          ws.values.push_back(y);
       }
       ws.blocks.push_back({block_items, ws.items.size(), r0, r1 - r0});
       if (tighten && ws.items.size() >= prune_at) {
@@ -598,27 +632,22 @@ HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& 
     }
   }
   ws.items.reserve(need + need / 2);  // untouched capacity costs no memory
+  ws.values.reserve(need / 2);
   bool collected = false;
   for (double cap : caps)
-    if (collect_items(h, sc, need, cap, false, ws) >= static_cast<int64_t>(need)) {
+    if (collect_items(h, sc, need, cap, false, low_cut, ws) >= static_cast<int64_t>(need)) {
       collected = true;
       break;
     }
-  if (!collected) collect_items(h, sc, need, kInf, true, ws);
+  if (!collected) collect_items(h, sc, need, kInf, true, 0.0, ws);
   const std::vector<Item>& items = ws.items;
   QKSCOPE_ASSERT(items.size() >= need);
 
   // Step 2: the threshold, from the exact distances. The pilot's low cut, when it holds,
   // leaves only the items above it to select from.
-  int64_t below = 0;
-  ws.values.clear();
-  for (const Item& it : items) {
-    if (it.y < low_cut)
-      ++below;
-    else
-      ws.values.push_back(it.y);
-  }
-  if (below > lo) {  // the cut was too high: select from everything
+  int64_t below = ws.below_cut;
+  if (below > lo || ws.values.size() + static_cast<size_t>(below) != items.size()) {
+    // The cut was too high, or the last-resort pass pruned items: select from everything.
     below = 0;
     ws.values.resize(items.size());
     for (size_t t = 0; t < items.size(); ++t) ws.values[t] = items[t].y;
