@@ -8,7 +8,9 @@
 // dependent additions per sum that dominated the cost of a pair.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <vector>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -56,6 +58,101 @@ inline double direct_distance2(const double* q_dist, const float* k, const doubl
     sum += diff * diff;
   }
   return sum;
+}
+
+// The grid as the item step reads it: per scale c, 1/c, c^2 and 1/c^2, padded to a multiple of 8
+// (c^2 and 1/c^2 with infinities, so that a padded scale's bound never passes a test).
+struct ScaleTable {
+  std::vector<double> c, inv_c, c2, inv_c2;
+  size_t n_padded = 0;
+  double bound_slack = 0;     // relative slack of the double bounds
+  double identity_error = 0;  // error of the identity in double, relative to mag + 2|x|
+};
+
+// Where one admitted pair's items go: columns with room for 16 more entries than are written.
+struct ItemSink {
+  uint32_t* query;
+  uint32_t* scale;
+  double* y2;
+  double* x;
+};
+
+// What the direct recomputation of a pair reads.
+struct PairVectors {
+  const double* q_dist;
+  const double* q_dot;
+  const float* k;
+  const double* k_mean;
+  int dim;
+};
+
+// Appends the items of one admitted pair whose double lower bound of y^2,
+// mag - 2g - (margin_pair + slack mag) with mag = c^2 a + b / c^2, is at most `bound`: their
+// scale, x, and y^2 by the Gram identity in double from the exact dot product where its proven
+// rounding error is under 2^-40 of the result (directly otherwise). Returns how many.
+template <bool kCentred>
+inline int append_pair_items(const ScaleTable& st, double a, double b, double two_g,
+                             double margin_pair, double bound, const PairVectors& v,
+                             uint32_t query, const ItemSink& out) {
+  int n = 0;
+  bool dots_done = false;
+  double x = 0, x_dist = 0;
+  for (size_t s0 = 0; s0 < st.n_padded; s0 += 8) {
+#if defined(__AVX512F__)
+    // Branch-free but for the two rare cases: no scale wanted, and the identity too inexact.
+    const __m512d mag = _mm512_fmadd_pd(_mm512_loadu_pd(&st.c2[s0]), _mm512_set1_pd(a),
+                                        _mm512_mul_pd(_mm512_loadu_pd(&st.inv_c2[s0]), _mm512_set1_pd(b)));
+    const __m512d margin = _mm512_fmadd_pd(mag, _mm512_set1_pd(st.bound_slack), _mm512_set1_pd(margin_pair));
+    const __m512d lower = _mm512_sub_pd(_mm512_sub_pd(mag, _mm512_set1_pd(two_g)), margin);
+    const __mmask8 wanted = _mm512_cmp_pd_mask(lower, _mm512_set1_pd(bound), _CMP_LE_OQ);
+    if (wanted == 0) continue;
+    if (!dots_done) {
+      pair_dots<kCentred>(v.q_dist, v.q_dot, v.k, v.k_mean, v.dim, x, x_dist);
+      dots_done = true;
+    }
+    __m512d y2 = _mm512_fnmadd_pd(_mm512_set1_pd(2.0), _mm512_set1_pd(x_dist), mag);
+    const __m512d error = _mm512_mul_pd(_mm512_set1_pd(st.identity_error),
+                                        _mm512_add_pd(mag, _mm512_set1_pd(2.0 * std::abs(x_dist))));
+    const __mmask8 exact = _mm512_cmp_pd_mask(error, _mm512_mul_pd(_mm512_set1_pd(0x1p-40), y2), _CMP_LE_OQ);
+    if (__mmask8 redo = wanted & static_cast<__mmask8>(~exact); redo != 0) {
+      alignas(64) double lanes[8];
+      _mm512_store_pd(lanes, y2);
+      for (; redo != 0; redo &= static_cast<__mmask8>(redo - 1)) {
+        const int lane = __builtin_ctz(redo);
+        lanes[lane] = direct_distance2<kCentred>(v.q_dist, v.k, v.k_mean, v.dim,
+                                                 st.c[s0 + lane], st.inv_c[s0 + lane]);
+      }
+      y2 = _mm512_load_pd(lanes);
+    }
+    // Compress the wanted lanes to the front and store whole vectors: the lanes past the count
+    // are overwritten by the next pair (hence the sink's room).
+    _mm512_storeu_pd(out.y2 + n, _mm512_maskz_compress_pd(wanted, y2));
+    _mm512_storeu_pd(out.x + n, _mm512_set1_pd(x));
+    const __m512i scales = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(s0)),
+                                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0));
+    _mm512_storeu_si512(out.scale + n, _mm512_maskz_compress_epi32(wanted, scales));
+    _mm512_storeu_si512(out.query + n, _mm512_set1_epi32(static_cast<int>(query)));
+    n += __builtin_popcount(wanted);
+#else
+    for (size_t s = s0; s < s0 + 8; ++s) {
+      const double mag = st.c2[s] * a + st.inv_c2[s] * b;
+      if (!(mag - two_g - (margin_pair + st.bound_slack * mag) <= bound)) continue;
+      if (!dots_done) {
+        pair_dots<kCentred>(v.q_dist, v.q_dot, v.k, v.k_mean, v.dim, x, x_dist);
+        dots_done = true;
+      }
+      double y2 = mag - 2.0 * x_dist;
+      if (!(st.identity_error * (mag + 2.0 * std::abs(x_dist)) <= 0x1p-40 * y2))
+        y2 = direct_distance2<kCentred>(v.q_dist, v.k, v.k_mean, v.dim, st.c[s], st.inv_c[s]);
+      out.query[n] = query;
+      out.scale[n] = static_cast<uint32_t>(s);
+      out.y2[n] = y2;
+      out.x[n] = x;
+      ++n;
+    }
+#endif
+  }
+  return n;
 }
 
 }  // namespace qkscope::detail

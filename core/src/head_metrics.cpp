@@ -42,10 +42,31 @@ struct Region {
   int64_t begin = 0, end = 0;
 };
 
-// One (pair, scale) item whose exact distance may be under the screen's bound.
-struct Item {
-  uint32_t query, scale;
-  double y, x;  // distance, dot product: exact
+// The (pair, scale) items whose exact distance may be under the screen's bound, as columns
+// (the item step writes them with vector stores). `y` holds y^2 until its row block's square
+// roots are taken.
+struct ItemColumns {
+  std::vector<uint32_t> query, scale;
+  std::vector<double> y, x;  // distance, dot product
+  size_t size = 0;
+  void clear() { size = 0; }
+  // Room for `extra` more items plus the 16 entries a vector store may write past them.
+  void make_room(size_t extra) {
+    const size_t want = size + extra + 16;
+    if (want <= y.size()) return;
+    const size_t capacity = std::max(want, 2 * y.size());
+    query.resize(capacity);
+    scale.resize(capacity);
+    y.resize(capacity);
+    x.resize(capacity);
+  }
+  ItemSink sink() { return {query.data() + size, scale.data() + size, y.data() + size, x.data() + size}; }
+  void move(size_t from, size_t to) {
+    query[to] = query[from];
+    scale[to] = scale[from];
+    y[to] = y[from];
+    x[to] = x[from];
+  }
 };
 
 // The head's vectors, contiguous: the captured floats (x and the exact distances read these),
@@ -223,29 +244,30 @@ class KthSmallestBound {
 // dot product, plus 2u for rounding the vectors to float; doubled for safety and again because
 // y^2 carries -2x.
 struct ScreenConstants {
-  std::vector<double> c, inv_c, c2, inv_c2;  // by grid index
-  // c2 and inv_c2 padded with infinities to a multiple of 8 scales, for vector loops: a padded
-  // scale's bound is infinite (or NaN), so it never passes a test.
-  std::vector<double> c2_padded, inv_c2_padded;
+  std::vector<double> c2, inv_c2;  // by grid index
+  ScaleTable table;                // the same, padded, for the item step
   double rel = 0;
-  double identity_error = 0;
   ScreenConstants(const MetricOptions& o, int dim) {
     for (double s : o.scales) {
-      c.push_back(s);
-      inv_c.push_back(1.0 / s);
       c2.push_back(s * s);
       inv_c2.push_back(1.0 / (s * s));
+      table.c.push_back(s);
+      table.inv_c.push_back(1.0 / s);
     }
-    c2_padded = c2;
-    inv_c2_padded = inv_c2;
-    while (c2_padded.size() % 8 != 0) {
-      c2_padded.push_back(kInf);
-      inv_c2_padded.push_back(kInf);
+    table.c2 = c2;
+    table.inv_c2 = inv_c2;
+    while (table.c2.size() % 8 != 0) {
+      table.c.push_back(1.0);
+      table.inv_c.push_back(1.0);
+      table.c2.push_back(kInf);
+      table.inv_c2.push_back(kInf);
     }
+    table.n_padded = table.c2.size();
+    table.bound_slack = kDoubleSlack;
+    // Error of the identity in double, relative to c^2 a + b / c^2 + 2 |x|: the squared norms
+    // and the dot product are sums of `dim` products (gamma_dim each), plus four roundings.
+    table.identity_error = (dim + 4) * std::ldexp(1.0, -53) * 1.01;
     rel = 2.0 * 2.0 * (dim + 3) * std::ldexp(1.0, -24) * 1.01;
-    // Error of the identity in double, relative to c^2 a + b / c^2 + 2 |x|: the squared norms and
-    // the dot product are sums of `dim` products (gamma_dim each), plus four roundings.
-    identity_error = (dim + 4) * std::ldexp(1.0, -53) * 1.01;
   }
   double upper(double mag, double two_g, double margin_pair) const {
     return mag - two_g + margin_pair + kDoubleSlack * mag;
@@ -346,8 +368,7 @@ struct Workspace {
   std::vector<float> slack;
   std::vector<uint32_t> admitted;
   std::vector<double> q_dist, q_dot;
-  std::vector<uint32_t> wanted;
-  std::vector<Item> items;
+  ItemColumns items;
   std::vector<RowBlock> blocks;
   std::vector<double> values;  // the items' y at or above the low cut
   int64_t below_cut = 0;        // items under it
@@ -355,41 +376,39 @@ struct Workspace {
 };
 
 // The pass: collects into ws.items every item whose exact y^2 is at most the bound, plus some
-// above it, and records the row blocks in ws.blocks. The bound is `cap`, or with `tighten` the K-th smallest
-// upper bound seen so far (starting from `cap`). Returns how many items have exact y^2 <= cap
-// (with `tighten`: at least `need`).
+// above it, and records the row blocks in ws.blocks. The bound is `cap`, or with `tighten` the
+// K-th smallest upper bound seen so far (starting from `cap`). Returns how many items have exact
+// y^2 <= cap (with `tighten`: at least `need`).
 int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
                       bool tighten, double low_cut, Workspace& ws) {
   const size_t n_scales = sc.c2.size();
+  const size_t n_padded = sc.table.n_padded;
   const int dim = h.dim;
   KthSmallestBound kth(need, cap);
   int64_t under_cap = 0;
   size_t prune_at = 1 << 16;
-  ws.items.clear();
+  ItemColumns& items = ws.items;
+  items.clear();
   ws.blocks.clear();
   ws.values.clear();
   ws.below_cut = 0;
   ws.slack.resize(kColBlock);
-  ws.admitted.resize(kColBlock);
+  ws.admitted.resize(kColBlock + 16);
   ws.q_dist.resize(dim);
   ws.q_dot.resize(dim);
-  ws.wanted.resize(sc.c2_padded.size());
   RowScreen row;
-  const size_t n_padded = sc.c2_padded.size();
   row.c2_a.resize(n_padded);
   row.inv_c2.resize(n_padded);
   for (size_t s = 0; s < n_padded; ++s)
     row.inv_c2[s] = static_cast<float>(sc.inv_c2[s < n_scales ? s : 0]);
-  double* q_dist = ws.q_dist.data();
-  double* q_dot = ws.q_dot.data();
-  uint32_t* wanted = ws.wanted.data();
   const bool centred = h.q_raw.data() != h.q_gram;
+  PairVectors vectors{ws.q_dist.data(), ws.q_dot.data(), nullptr, h.k_mean.data(), dim};
 
   for (const Region& r : h.regions) {
     for (int64_t r0 = r.begin; r0 < r.end; r0 += kRowBlock) {
       const int64_t r1 = std::min(r.end, r0 + kRowBlock);
       const int64_t key_limit = h.key_end[r1 - 1];  // key_end never decreases inside a region
-      const size_t block_items = ws.items.size();
+      const size_t block_items = items.size;
       for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
         const int64_t c1 = std::min(key_limit, c0 + kColBlock);
         ws.gram.resize(r1 - r0, c1 - c0);
@@ -417,10 +436,11 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
           if (n_admitted == 0) continue;
           const float* q_raw = h.q_raw.data() + i * dim;
           for (int l = 0; l < dim; ++l) {
-            q_dot[l] = static_cast<double>(q_raw[l]);
-            q_dist[l] = q_dot[l] - h.q_mean[l];
+            ws.q_dot[l] = static_cast<double>(q_raw[l]);
+            ws.q_dist[l] = ws.q_dot[l] - h.q_mean[l];
           }
           const double rel_q = sc.rel * h.q_len[i];
+          items.make_room(static_cast<size_t>(n_admitted) * n_padded);
           for (int64_t u = 0; u < n_admitted; ++u) {
             const int64_t j = c0 + ws.admitted[u];
             const double two_g = 2.0 * static_cast<double>(g[ws.admitted[u]]);
@@ -431,58 +451,42 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
                 const double mag = sc.c2[s] * a + sc.inv_c2[s] * b;
                 kth.offer(sc.upper(mag, two_g, margin_pair));
               }
+            vectors.k = h.k_raw.data() + j * dim;
             const double item_bound = tighten ? kth.bound() : bound;
-            // Exact double lower bounds per scale; only items that can fall under the bound go on.
-            const int n_wanted =
-                scales_under(sc.c2_padded.data(), sc.inv_c2_padded.data(), sc.c2_padded.size(), a,
-                             b, two_g, margin_pair, kDoubleSlack, item_bound, wanted);
-            if (n_wanted == 0) continue;
-            const float* k_raw = h.k_raw.data() + j * dim;
-            double x, x_dist;
-            if (centred)
-              pair_dots<true>(q_dist, q_dot, k_raw, h.k_mean.data(), dim, x, x_dist);
-            else
-              pair_dots<false>(q_dist, q_dot, k_raw, h.k_mean.data(), dim, x, x_dist);
-            for (int w = 0; w < n_wanted; ++w) {
-              const uint32_t s = wanted[w];
-              // y^2 by the Gram identity in double from the exact dot product, where its proven
-              // rounding error is under 2^-40 of the result; directly otherwise.
-              const double mag = sc.c2[s] * a + sc.inv_c2[s] * b;
-              double y2 = mag - 2.0 * x_dist;
-              if (!(sc.identity_error * (mag + 2.0 * std::abs(x_dist)) <= 0x1p-40 * y2))
-                y2 = centred ? direct_distance2<true>(q_dist, k_raw, h.k_mean.data(), dim, sc.c[s], sc.inv_c[s])
-                             : direct_distance2<false>(q_dist, k_raw, h.k_mean.data(), dim, sc.c[s], sc.inv_c[s]);
-              under_cap += y2 <= cap;
-              ws.items.push_back({static_cast<uint32_t>(i), s, y2, x});  // y: root taken below
-            }
+            const auto query = static_cast<uint32_t>(i);
+            items.size += static_cast<size_t>(
+                centred ? append_pair_items<true>(sc.table, a, b, two_g, margin_pair, item_bound,
+                                                  vectors, query, items.sink())
+                        : append_pair_items<false>(sc.table, a, b, two_g, margin_pair, item_bound,
+                                                   vectors, query, items.sink()));
           }
         }
       }
-      // Square roots off the critical path of the loop above, and the threshold's candidates:
-      // the items at or above the pilot's low cut.
-      for (size_t t = block_items; t < ws.items.size(); ++t) {
-        const double y = std::sqrt(ws.items[t].y);
-        ws.items[t].y = y;
+      // Square roots off the item step's critical path, and the threshold's candidates: the
+      // items at or above the pilot's low cut.
+      for (size_t t = block_items; t < items.size; ++t) {
+        under_cap += items.y[t] <= cap;
+        const double y = std::sqrt(items.y[t]);
+        items.y[t] = y;
         if (y < low_cut)
           ++ws.below_cut;
         else
           ws.values.push_back(y);
       }
-      ws.blocks.push_back({block_items, ws.items.size(), r0, r1 - r0});
-      if (tighten && ws.items.size() >= prune_at) {
+      ws.blocks.push_back({block_items, items.size, r0, r1 - r0});
+      if (tighten && items.size >= prune_at) {
         // Items over the bound can be neither under the threshold nor among the K smallest.
         const double b_now = kth.bound() * (1 + 1e-12);
-        auto out = ws.items.begin();
+        size_t out = 0;
         for (RowBlock& block : ws.blocks) {
-          const auto begin = out;
-          out = std::copy_if(ws.items.begin() + static_cast<int64_t>(block.begin),
-                             ws.items.begin() + static_cast<int64_t>(block.end), out,
-                             [&](const Item& it) { return it.y * it.y <= b_now; });
-          block.begin = static_cast<size_t>(begin - ws.items.begin());
-          block.end = static_cast<size_t>(out - ws.items.begin());
+          const size_t begin = out;
+          for (size_t t = block.begin; t < block.end; ++t)
+            if (items.y[t] * items.y[t] <= b_now) items.move(t, out++);
+          block.begin = begin;
+          block.end = out;
         }
-        ws.items.erase(out, ws.items.end());
-        prune_at = std::max<size_t>(2 * ws.items.size(), 1 << 16);
+        items.size = out;
+        prune_at = std::max<size_t>(2 * items.size, 1 << 16);
       }
     }
   }
@@ -495,25 +499,25 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
 // are positive, so that is the only way) and no r.
 void add_correlations(Workspace& ws, double d, size_t n_scales, std::vector<double>& r_sum,
                       std::vector<HeadScale>& out) {
-  const std::vector<Item>& items = ws.items;
+  const ItemColumns& items = ws.items;
   for (const RowBlock& block : ws.blocks) {
     ws.moments.assign(static_cast<size_t>(block.rows) * n_scales, QueryScaleMoments{});
-    auto moments_of = [&](const Item& it) -> QueryScaleMoments& {
-      return ws.moments[static_cast<size_t>(it.query - block.first) * n_scales + it.scale];
+    auto moments_of = [&](size_t t) -> QueryScaleMoments& {
+      return ws.moments[static_cast<size_t>(items.query[t] - block.first) * n_scales + items.scale[t]];
     };
     for (size_t t = block.begin; t < block.end; ++t) {
-      const Item& it = items[t];
-      if (!(it.y < d)) continue;
-      QueryScaleMoments& m = moments_of(it);
-      const double w = (d - it.y) * (d - it.y);
+      const double x = items.x[t], y = items.y[t];
+      if (!(y < d)) continue;
+      QueryScaleMoments& m = moments_of(t);
+      const double w = (d - y) * (d - y);
       ++m.n;
       m.sw += w;
-      m.sx += w * it.x;
-      m.sy += w * it.y;
-      m.x_min = std::min(m.x_min, it.x);
-      m.x_max = std::max(m.x_max, it.x);
-      m.y_min = std::min(m.y_min, it.y);
-      m.y_max = std::max(m.y_max, it.y);
+      m.sx += w * x;
+      m.sy += w * y;
+      m.x_min = std::min(m.x_min, x);
+      m.x_max = std::max(m.x_max, x);
+      m.y_min = std::min(m.y_min, y);
+      m.y_max = std::max(m.y_max, y);
     }
     for (QueryScaleMoments& m : ws.moments)
       if (m.n > 0) {
@@ -521,12 +525,12 @@ void add_correlations(Workspace& ws, double d, size_t n_scales, std::vector<doub
         m.sy /= m.sw;
       }
     for (size_t t = block.begin; t < block.end; ++t) {
-      const Item& it = items[t];
-      if (!(it.y < d)) continue;
-      QueryScaleMoments& m = moments_of(it);
+      const double x = items.x[t], y = items.y[t];
+      if (!(y < d)) continue;
+      QueryScaleMoments& m = moments_of(t);
       if (m.n < 3) continue;
-      const double w = (d - it.y) * (d - it.y);
-      const double dx = it.x - m.sx, dy = it.y - m.sy;
+      const double w = (d - y) * (d - y);
+      const double dx = x - m.sx, dy = y - m.sy;
       m.cxx += w * dx * dx;
       m.cyy += w * dy * dy;
       m.cxy += w * dx * dy;
@@ -631,7 +635,8 @@ HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& 
       caps.erase(caps.begin());
     }
   }
-  ws.items.reserve(need + need / 2);  // untouched capacity costs no memory
+  ws.items.clear();
+  ws.items.make_room(need + need / 8);
   ws.values.reserve(need / 2);
   bool collected = false;
   for (double cap : caps)
@@ -640,17 +645,16 @@ HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& 
       break;
     }
   if (!collected) collect_items(h, sc, need, kInf, true, 0.0, ws);
-  const std::vector<Item>& items = ws.items;
-  QKSCOPE_ASSERT(items.size() >= need);
+  const ItemColumns& items = ws.items;
+  QKSCOPE_ASSERT(items.size >= need);
 
   // Step 2: the threshold, from the exact distances. The pilot's low cut, when it holds,
   // leaves only the items above it to select from.
   int64_t below = ws.below_cut;
-  if (below > lo || ws.values.size() + static_cast<size_t>(below) != items.size()) {
+  if (below > lo || ws.values.size() + static_cast<size_t>(below) != items.size) {
     // The cut was too high, or the last-resort pass pruned items: select from everything.
     below = 0;
-    ws.values.resize(items.size());
-    for (size_t t = 0; t < items.size(); ++t) ws.values[t] = items[t].y;
+    ws.values.assign(items.y.begin(), items.y.begin() + static_cast<int64_t>(items.size));
   }
   out.threshold = interpolated_order_statistic(ws.values, lo - below, frac);
   const double d = *out.threshold;

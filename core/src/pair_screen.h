@@ -85,16 +85,20 @@ inline void pair_slack(const RowScreen& row, const float* __restrict gram,
     slack[t] = 2.0f * gram[t] - (slack[t] * shrink - key_len[t] * margin - bound);
 }
 
-// Writes the t with slack[t] >= 0, in increasing order, to `out`; returns how many. Survivors
-// are a few percent of the pairs, so the vector paths test 16 (or 8) at once and walk the set
-// bits of the rare non-zero masks.
+// Writes the t with slack[t] >= 0, in increasing order, to `out`; returns how many. With AVX-512
+// the survivors of 16 keys are compressed to the front of a register and stored whole (`out`
+// needs room for 16 entries past the count), without a branch per survivor; with AVX2 the set
+// bits of the rare non-zero masks are walked.
 inline int64_t admitted_pairs(const float* slack, int64_t width, uint32_t* out) {
   int64_t n = 0, t = 0;
 #if defined(__AVX512F__)
   const __m512 zero = _mm512_setzero_ps();
+  __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (; t + 16 <= width; t += 16) {
-    uint32_t mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(slack + t), zero, _CMP_GE_OQ);
-    for (; mask != 0; mask &= mask - 1) out[n++] = static_cast<uint32_t>(t + __builtin_ctz(mask));
+    const __mmask16 mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(slack + t), zero, _CMP_GE_OQ);
+    _mm512_storeu_si512(out + n, _mm512_maskz_compress_epi32(mask, index));
+    n += __builtin_popcount(mask);
+    index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
   }
 #elif defined(__AVX2__)
   const __m256 zero = _mm256_setzero_ps();
@@ -107,32 +111,6 @@ inline int64_t admitted_pairs(const float* slack, int64_t width, uint32_t* out) 
   for (; t < width; ++t) {  // branch-free: survivors are unpredictable
     out[n] = static_cast<uint32_t>(t);
     n += slack[t] >= 0.0f;
-  }
-  return n;
-}
-
-// For an admitted pair: writes the scales s whose double lower bound of y^2,
-// mag_s - 2g - (margin_pair + slack mag_s) with mag_s = c_s^2 a + b / c_s^2, is at most `bound`;
-// returns how many. c2 and inv_c2 are padded to a multiple of 8 with infinities.
-inline int scales_under(const double* c2, const double* inv_c2, size_t n_padded, double a,
-                        double b, double two_g, double margin_pair, double slack, double bound,
-                        uint32_t* out) {
-  int n = 0;
-  for (size_t s0 = 0; s0 < n_padded; s0 += 8) {
-#if defined(__AVX512F__)
-    const __m512d mag = _mm512_fmadd_pd(_mm512_loadu_pd(c2 + s0), _mm512_set1_pd(a),
-                                        _mm512_mul_pd(_mm512_loadu_pd(inv_c2 + s0), _mm512_set1_pd(b)));
-    const __m512d margin = _mm512_fmadd_pd(mag, _mm512_set1_pd(slack), _mm512_set1_pd(margin_pair));
-    const __m512d lower = _mm512_sub_pd(_mm512_sub_pd(mag, _mm512_set1_pd(two_g)), margin);
-    uint32_t mask = _mm512_cmp_pd_mask(lower, _mm512_set1_pd(bound), _CMP_LE_OQ);
-    for (; mask != 0; mask &= mask - 1) out[n++] = static_cast<uint32_t>(s0 + __builtin_ctz(mask));
-#else
-    for (size_t s = s0; s < s0 + 8; ++s) {
-      const double mag = c2[s] * a + inv_c2[s] * b;
-      out[n] = static_cast<uint32_t>(s);
-      n += mag - two_g - (margin_pair + slack * mag) <= bound;
-    }
-#endif
   }
   return n;
 }
