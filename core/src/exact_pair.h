@@ -18,6 +18,23 @@
 
 namespace qkscope::detail {
 
+// sum_l a[l] b[l] in double, of float vectors.
+inline double dot_in_double(const float* a, const float* b, int dim) {
+  int l = 0;
+  double sum = 0;
+#if defined(__AVX512F__)
+  __m512d acc = _mm512_setzero_pd();
+  for (; l + 8 <= dim; l += 8)
+    acc = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + l)),
+                          _mm512_cvtps_pd(_mm256_loadu_ps(b + l)), acc);
+  sum = _mm512_reduce_add_pd(acc);
+#else
+#pragma omp simd reduction(+ : sum)
+#endif
+  for (int t = l; t < dim; ++t) sum += static_cast<double>(a[t]) * static_cast<double>(b[t]);
+  return sum;
+}
+
 // q_dist: the query's distance vector (centred with --center), q_dot: the captured query, both
 // in double; k: the captured key; k_mean: the key centroid (read only when kCentred).
 template <bool kCentred>
@@ -36,8 +53,11 @@ inline void pair_dots(const double* q_dist, const double* q_dot, const float* k,
   }
   dot = _mm512_reduce_add_pd(acc);
   if constexpr (kCentred) dot_dist = _mm512_reduce_add_pd(acc_dist);
-#endif
+#else
+  // Not with AVX-512 above: for the (usually empty) rest, the vectorised loop's lane sums would
+  // cost more than the work.
 #pragma omp simd reduction(+ : dot, dot_dist)
+#endif
   for (int t = l; t < dim; ++t) {  // all of it without AVX-512; the rest past 8s with it
     const double kd = static_cast<double>(k[t]);
     dot += q_dot[t] * kd;

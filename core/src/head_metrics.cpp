@@ -103,10 +103,9 @@ bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
   h.q_norm2.resize(n);
   h.k_norm2.resize(n);
   // One pass over the (strided, uncached) input: copy, squared norms of the captured vectors
-  // and the finiteness check. Inf * 0 and NaN * 0 are NaN, finite * 0 is 0: one vectorised sum
-  // per token tells.
-  // Tokens are a stride of H * D floats apart: each lands on its own page, where hardware
-  // prefetchers stop, so the next tokens' rows are requested ahead explicitly.
+  // and the finiteness check (a float's square cannot overflow double: a norm is finite exactly
+  // when every component is). Tokens are a stride of H * D floats apart: each lands on its own
+  // page, where hardware prefetchers stop, so the next tokens' rows are requested ahead.
   constexpr int64_t kPrefetchAhead = 16;
   for (int64_t t = 0; t < n; ++t) {
     const float* q = in.q + t * in.stride;
@@ -116,21 +115,11 @@ bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
         __builtin_prefetch(q + kPrefetchAhead * in.stride + l);
         __builtin_prefetch(k + kPrefetchAhead * in.stride + l);
       }
-    float* qr = h.q_raw.data() + t * d;
-    float* kr = h.k_raw.data() + t * d;
-    float probe = 0;
-    double a = 0, b = 0;
-#pragma omp simd reduction(+ : probe, a, b)
-    for (int l = 0; l < d; ++l) {
-      qr[l] = q[l];
-      kr[l] = k[l];
-      probe += q[l] * 0.0f + k[l] * 0.0f;
-      a += static_cast<double>(q[l]) * static_cast<double>(q[l]);
-      b += static_cast<double>(k[l]) * static_cast<double>(k[l]);
-    }
-    if (probe != 0.0f) return false;
-    h.q_norm2[t] = a;
-    h.k_norm2[t] = b;
+    std::copy_n(q, d, h.q_raw.data() + t * d);
+    std::copy_n(k, d, h.k_raw.data() + t * d);
+    h.q_norm2[t] = dot_in_double(q, q, d);
+    h.k_norm2[t] = dot_in_double(k, k, d);
+    if (!std::isfinite(h.q_norm2[t]) || !std::isfinite(h.k_norm2[t])) return false;
   }
 
   h.q_mean.assign(d, 0.0);
@@ -307,10 +296,7 @@ std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConsta
     const int64_t j = h.region_begin[i] + (p - pairs_before);
     const float* q = h.q_gram + i * h.dim;
     const float* k = h.k_gram + j * h.dim;
-    float g = 0;
-#pragma omp simd reduction(+ : g)
-    for (int l = 0; l < h.dim; ++l) g += q[l] * k[l];
-    const double two_g = 2.0 * static_cast<double>(g);
+    const double two_g = 2.0 * dot_in_double(q, k, h.dim);
     const double margin_pair = sc.rel * h.q_len[i] * h.k_len[j];
     for (size_t s = 0; s < sc.c2.size(); ++s)
       uppers.push_back(sc.upper(sc.c2[s] * h.q_norm2[i] + sc.inv_c2[s] * h.k_norm2[j], two_g,
