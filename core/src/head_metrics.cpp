@@ -28,7 +28,7 @@ namespace qkscope::detail {
 namespace {
 
 using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using RowsF = Eigen::Map<const RowMatrixF>;
+using RowsF = Eigen::Map<const RowMatrixF, 0, Eigen::OuterStride<>>;
 
 constexpr int64_t kRowBlock = 256;   // queries per Gram block
 constexpr int64_t kColBlock = 1024;  // keys per Gram block
@@ -69,66 +69,127 @@ struct ItemColumns {
   }
 };
 
-// The head's vectors, contiguous: the captured floats (x and the exact distances read these),
-// the float vectors the Gram matrices use (the same unless --center), squared norms of the
-// distance vectors in double and, for the float screen, in float. Tokens arrive sorted by
-// (sequence, position), which QkData guarantees.
+// The head as the pass reads it. In sequence and causal scope the vectors are read where they
+// are, in the site's [token, head, dim] layout: no copy, and the pass reads each token from
+// memory once, when its sequence comes. All scope (every key read again for each block of
+// queries) and --center (centroids first) work on contiguous copies; with --center the Gram
+// matrices read centred float copies. Squared norms of the distance vectors are in double and, for the float screen,
+// in float. Tokens arrive sorted by (sequence, position), which QkData guarantees.
 struct PreparedHead {
   int64_t n = 0;
   int dim = 0;
-  std::vector<float> q_raw, k_raw;            // [n, dim] as captured
+  const float* q_vec = nullptr;               // token t's captured query: q_vec + t * stride
+  const float* k_vec = nullptr;
+  int64_t stride = 0;
+  const float* q_gram = nullptr;              // what the Gram matrices read: q_vec, or the
+  const float* k_gram = nullptr;              // centred copies (stride dim)
+  int64_t gram_stride = 0;
+  std::vector<float> q_copy, k_copy;          // [n, dim] contiguous copies (all scope, --center)
   std::vector<float> q_centered, k_centered;  // [n, dim] float(v - mean), with --center only
-  const float* q_gram = nullptr;
-  const float* k_gram = nullptr;
   std::vector<double> q_mean, k_mean;         // [dim]; zero without --center
+  bool norms_ready = false;                   // with --center: prepare computed the norms
   std::vector<double> q_norm2, k_norm2;       // [n] squared norms of the distance vectors
   std::vector<double> q_len, k_len;           // [n] their square roots
   std::vector<float> k_norm2_f, k_len_f;      // [n] the same in float, for the screen
-  bool float_screen = true;                   // false when float magnitudes could overflow
+  double max_c2 = 0, max_inv_c2 = 0;          // over the grid, for the float screen's range
   std::vector<Region> regions;
   std::vector<int64_t> key_end;               // per query: its keys are [region.begin, key_end)
   std::vector<int64_t> region_begin;          // per query: its region's begin
+  bool centred() const { return q_gram != q_vec; }
 };
 
-// Fills `h` (reusing its memory: a worker prepares many heads of the same size). Returns false,
-// early, when a token's q or k holds NaN or Inf.
+// Fills in the roots and float copies of tokens [begin, end)'s squared norms.
+void finish_norms(PreparedHead& h, int64_t begin, int64_t end) {
+  for (int64_t t = begin; t < end; ++t) {
+    h.q_len[t] = std::sqrt(h.q_norm2[t]);
+    h.k_len[t] = std::sqrt(h.k_norm2[t]);
+    h.k_norm2_f[t] = static_cast<float>(h.k_norm2[t]);
+    h.k_len_f[t] = static_cast<float>(h.k_len[t]);
+  }
+}
+
+// Squared norms of tokens [begin, end) (without --center, where prepare left them to the pass).
+// Returns false when a token's q or k holds NaN or Inf: a float's square cannot overflow
+// double, so a norm is finite exactly when every component is. Tokens are a stride of H * D
+// floats apart, each on its own page, where hardware prefetchers stop: the next tokens' rows
+// are requested ahead explicitly.
+bool compute_norms(PreparedHead& h, int64_t begin, int64_t end) {
+  if (h.norms_ready) return true;
+  constexpr int64_t kAhead = 8;
+  const int d = h.dim;
+  for (int64_t t = begin; t < end; ++t) {
+    const float* q = h.q_vec + t * h.stride;
+    const float* k = h.k_vec + t * h.stride;
+    if (t + kAhead < end)
+      for (int l = 0; l < d; l += 16) {  // one 64-byte line per 16 floats
+        __builtin_prefetch(q + kAhead * h.stride + l);
+        __builtin_prefetch(k + kAhead * h.stride + l);
+      }
+    h.q_norm2[t] = dot_in_double(q, q, d);
+    h.k_norm2[t] = dot_in_double(k, k, d);
+    if (!std::isfinite(h.q_norm2[t]) || !std::isfinite(h.k_norm2[t])) return false;
+  }
+  finish_norms(h, begin, end);
+  return true;
+}
+
+// Whether the float screen's sums stay finite for queries [q0, q1) and keys [k0, k1): float's
+// range ends at 3.4e38. Outside it (norms beyond ~1e18) every pair goes to the double test.
+bool float_screen_safe(const PreparedHead& h, int64_t q0, int64_t q1, int64_t k0, int64_t k1) {
+  const double max_a = *std::max_element(h.q_norm2.begin() + q0, h.q_norm2.begin() + q1);
+  const double max_b = *std::max_element(h.k_norm2.begin() + k0, h.k_norm2.begin() + k1);
+  return max_a * h.max_c2 < 1e36 && max_b * h.max_inv_c2 < 1e36;
+}
+
+// Fills `h` (reusing its memory: a worker prepares many heads of the same size). Where it copies
+// the vectors it also computes the norms, and returns false if a token's q or k holds NaN or
+// Inf; otherwise the pass computes the norms as it goes (compute_norms).
 bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h) {
   h.regions.clear();
   h.n = in.n_tokens;
   h.dim = in.head_dim;
   const int64_t n = h.n;
   const int d = h.dim;
-  h.q_raw.resize(n * d);
-  h.k_raw.resize(n * d);
-  h.q_norm2.resize(n);
-  h.k_norm2.resize(n);
-  // One pass over the (strided, uncached) input: copy, squared norms of the captured vectors
-  // and the finiteness check (a float's square cannot overflow double: a norm is finite exactly
-  // when every component is). Tokens are a stride of H * D floats apart: each lands on its own
-  // page, where hardware prefetchers stop, so the next tokens' rows are requested ahead.
-  constexpr int64_t kPrefetchAhead = 16;
-  for (int64_t t = 0; t < n; ++t) {
-    const float* q = in.q + t * in.stride;
-    const float* k = in.k + t * in.stride;
-    if (t + kPrefetchAhead < n)
-      for (int l = 0; l < d; l += 16) {  // one 64-byte line per 16 floats
-        __builtin_prefetch(q + kPrefetchAhead * in.stride + l);
-        __builtin_prefetch(k + kPrefetchAhead * in.stride + l);
-      }
-    std::copy_n(q, d, h.q_raw.data() + t * d);
-    std::copy_n(k, d, h.k_raw.data() + t * d);
-    h.q_norm2[t] = dot_in_double(q, q, d);
-    h.k_norm2[t] = dot_in_double(k, k, d);
-    if (!std::isfinite(h.q_norm2[t]) || !std::isfinite(h.k_norm2[t])) return false;
-  }
-
+  h.q_vec = in.q;
+  h.k_vec = in.k;
+  h.stride = in.stride;
+  h.q_gram = in.q;
+  h.k_gram = in.k;
+  h.gram_stride = in.stride;
   h.q_mean.assign(d, 0.0);
   h.k_mean.assign(d, 0.0);
+  h.q_norm2.resize(n);
+  h.k_norm2.resize(n);
+  h.q_len.resize(n);
+  h.k_len.resize(n);
+  h.k_norm2_f.resize(n);
+  h.k_len_f.resize(n);
+  h.max_c2 = h.max_inv_c2 = 0;
+  for (double c : options.scales) {
+    h.max_c2 = std::max(h.max_c2, c * c);
+    h.max_inv_c2 = std::max(h.max_inv_c2, 1.0 / (c * c));
+  }
+  h.norms_ready = false;
+  // All scope reads every key for every block of queries: contiguous copies pay for themselves.
+  // --center needs the centroids before anything else.
+  if ((options.center || options.pairs == PairScope::all) && n > 0) {
+    h.q_copy.resize(n * d);
+    h.k_copy.resize(n * d);
+    for (int64_t t = 0; t < n; ++t) {
+      std::copy_n(in.q + t * in.stride, d, h.q_copy.data() + t * d);
+      std::copy_n(in.k + t * in.stride, d, h.k_copy.data() + t * d);
+    }
+    h.q_vec = h.q_gram = h.q_copy.data();
+    h.k_vec = h.k_gram = h.k_copy.data();
+    h.stride = h.gram_stride = d;
+    if (!compute_norms(h, 0, n)) return false;  // also the finiteness check
+    h.norms_ready = true;
+  }
   if (options.center && n > 0) {
     for (int64_t t = 0; t < n; ++t)
       for (int l = 0; l < d; ++l) {
-        h.q_mean[l] += h.q_raw[t * d + l];
-        h.k_mean[l] += h.k_raw[t * d + l];
+        h.q_mean[l] += h.q_copy[t * d + l];
+        h.k_mean[l] += h.k_copy[t * d + l];
       }
     for (int l = 0; l < d; ++l) {
       h.q_mean[l] /= static_cast<double>(n);
@@ -136,51 +197,27 @@ bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
     }
     h.q_centered.resize(n * d);
     h.k_centered.resize(n * d);
-  }
-  if (options.center) {  // the distance vectors are the centred ones: their norms instead
     const double* qm = h.q_mean.data();
     const double* km = h.k_mean.data();
     for (int64_t t = 0; t < n; ++t) {
-      const float* qr = h.q_raw.data() + t * d;
-      const float* kr = h.k_raw.data() + t * d;
+      const float* qr = h.q_copy.data() + t * d;
+      const float* kr = h.k_copy.data() + t * d;
       double a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
       for (int l = 0; l < d; ++l) {
         const double u = static_cast<double>(qr[l]) - qm[l];
         const double v = static_cast<double>(kr[l]) - km[l];
         a += u * u;
         b += v * v;
+        h.q_centered[t * d + l] = static_cast<float>(u);
+        h.k_centered[t * d + l] = static_cast<float>(v);
       }
       h.q_norm2[t] = a;
       h.k_norm2[t] = b;
-      for (int l = 0; l < d; ++l) {
-        h.q_centered[t * d + l] = static_cast<float>(static_cast<double>(qr[l]) - qm[l]);
-        h.k_centered[t * d + l] = static_cast<float>(static_cast<double>(kr[l]) - km[l]);
-      }
     }
+    finish_norms(h, 0, n);
+    h.q_gram = h.q_centered.data();
+    h.k_gram = h.k_centered.data();
   }
-  h.q_gram = options.center ? h.q_centered.data() : h.q_raw.data();
-  h.k_gram = options.center ? h.k_centered.data() : h.k_raw.data();
-  h.q_len.resize(n);
-  h.k_len.resize(n);
-  h.k_norm2_f.resize(n);
-  h.k_len_f.resize(n);
-  double max_a = 0, max_b = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    h.q_len[t] = std::sqrt(h.q_norm2[t]);
-    h.k_len[t] = std::sqrt(h.k_norm2[t]);
-    h.k_norm2_f[t] = static_cast<float>(h.k_norm2[t]);
-    h.k_len_f[t] = static_cast<float>(h.k_len[t]);
-    max_a = std::max(max_a, h.q_norm2[t]);
-    max_b = std::max(max_b, h.k_norm2[t]);
-  }
-  double max_c2 = 0, max_inv_c2 = 0;
-  for (double c : options.scales) {
-    max_c2 = std::max(max_c2, c * c);
-    max_inv_c2 = std::max(max_inv_c2, 1.0 / (c * c));
-  }
-  // Float's range ends at 3.4e38; the screen's sums of a few such terms must stay finite.
-  h.float_screen = max_a * max_c2 < 1e36 && max_b * max_inv_c2 < 1e36;
 
   if (options.pairs == PairScope::all) {
     if (n > 0) h.regions.push_back({0, n});
@@ -279,28 +316,44 @@ struct SplitMix64 {
 // from each of that many equal slices of the pairs (in query order), so the sample is uniform,
 // comes sorted, and spreads over the whole head. Their quantiles estimate where the K-th smallest
 // item lies.
+// Returns nothing when a sampled token's q or k holds NaN or Inf.
 std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConstants& sc,
                                        int64_t total_pairs, int64_t n_samples) {
   SplitMix64 rng{static_cast<uint64_t>(total_pairs) * 31 + static_cast<uint64_t>(h.n)};
-  std::vector<double> uppers;
-  uppers.reserve(static_cast<size_t>(n_samples) * sc.c2.size());
+  // The pairs first, so that the rows of those a few steps ahead can be requested from memory
+  // while the current ones are computed (each is a cache miss: the sample is sparse).
+  std::vector<std::pair<int64_t, int64_t>> pairs(static_cast<size_t>(n_samples));
   const double slice = static_cast<double>(total_pairs) / static_cast<double>(n_samples);
   int64_t i = 0, pairs_before = 0;  // pairs of the queries before i
   for (int64_t sample = 0; sample < n_samples; ++sample) {
     const double unit = static_cast<double>(rng.next() >> 11) * 0x1p-53;  // [0, 1)
-    const int64_t p = std::min(total_pairs - 1, static_cast<int64_t>((sample + unit) * slice));
+    const int64_t p =
+        std::min(total_pairs - 1, static_cast<int64_t>((static_cast<double>(sample) + unit) * slice));
     while (p >= pairs_before + (h.key_end[i] - h.region_begin[i])) {
       pairs_before += h.key_end[i] - h.region_begin[i];
       ++i;
     }
-    const int64_t j = h.region_begin[i] + (p - pairs_before);
-    const float* q = h.q_gram + i * h.dim;
-    const float* k = h.k_gram + j * h.dim;
+    pairs[static_cast<size_t>(sample)] = {i, h.region_begin[i] + (p - pairs_before)};
+  }
+  std::vector<double> uppers;
+  uppers.reserve(pairs.size() * sc.c2.size());
+  constexpr size_t kAhead = 8;
+  for (size_t t = 0; t < pairs.size(); ++t) {
+    if (t + kAhead < pairs.size())
+      for (int l = 0; l < h.dim; l += 16) {
+        __builtin_prefetch(h.q_gram + pairs[t + kAhead].first * h.gram_stride + l);
+        __builtin_prefetch(h.k_gram + pairs[t + kAhead].second * h.gram_stride + l);
+      }
+    const float* q = h.q_gram + pairs[t].first * h.gram_stride;
+    const float* k = h.k_gram + pairs[t].second * h.gram_stride;
     const double two_g = 2.0 * dot_in_double(q, k, h.dim);
-    const double margin_pair = sc.rel * h.q_len[i] * h.k_len[j];
+    // Without --center the pass computes the norms later: the sample's own, here.
+    const double a = h.norms_ready ? h.q_norm2[pairs[t].first] : dot_in_double(q, q, h.dim);
+    const double b = h.norms_ready ? h.k_norm2[pairs[t].second] : dot_in_double(k, k, h.dim);
+    if (!std::isfinite(a) || !std::isfinite(b)) return {};  // NaN or Inf: the caller sees it
+    const double margin_pair = sc.rel * std::sqrt(a) * std::sqrt(b);
     for (size_t s = 0; s < sc.c2.size(); ++s)
-      uppers.push_back(sc.upper(sc.c2[s] * h.q_norm2[i] + sc.inv_c2[s] * h.k_norm2[j], two_g,
-                                margin_pair));
+      uppers.push_back(sc.upper(sc.c2[s] * a + sc.inv_c2[s] * b, two_g, margin_pair));
   }
   return uppers;
 }
@@ -364,8 +417,8 @@ struct Workspace {
 // The pass: collects into ws.items every item whose exact y^2 is at most the bound, plus some
 // above it, and records the row blocks in ws.blocks. The bound is `cap`, or with `tighten` the
 // K-th smallest upper bound seen so far (starting from `cap`). Returns how many items have exact
-// y^2 <= cap (with `tighten`: at least `need`).
-int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
+// y^2 <= cap (with `tighten`: at least `need`), or -1 when a token's q or k holds NaN or Inf.
+int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
                       bool tighten, double low_cut, Workspace& ws) {
   const size_t n_scales = sc.c2.size();
   const size_t n_padded = sc.table.n_padded;
@@ -387,10 +440,12 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
   row.inv_c2.resize(n_padded);
   for (size_t s = 0; s < n_padded; ++s)
     row.inv_c2[s] = static_cast<float>(sc.inv_c2[s < n_scales ? s : 0]);
-  const bool centred = h.q_raw.data() != h.q_gram;
+  const bool centred = h.centred();
   PairVectors vectors{ws.q_dist.data(), ws.q_dot.data(), nullptr, h.k_mean.data(), dim};
 
   for (const Region& r : h.regions) {
+    if (!compute_norms(h, r.begin, r.end)) return -1;
+    const bool float_screen = float_screen_safe(h, r.begin, r.end, r.begin, r.end);
     for (int64_t r0 = r.begin; r0 < r.end; r0 += kRowBlock) {
       const int64_t r1 = std::min(r.end, r0 + kRowBlock);
       const int64_t key_limit = h.key_end[r1 - 1];  // key_end never decreases inside a region
@@ -398,8 +453,9 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
       for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
         const int64_t c1 = std::min(key_limit, c0 + kColBlock);
         ws.gram.resize(r1 - r0, c1 - c0);
-        ws.gram.noalias() = RowsF(h.q_gram + r0 * dim, r1 - r0, dim) *
-                            RowsF(h.k_gram + c0 * dim, c1 - c0, dim).transpose();
+        const Eigen::OuterStride<> gram_stride(h.gram_stride);
+        ws.gram.noalias() = RowsF(h.q_gram + r0 * h.gram_stride, r1 - r0, dim, gram_stride) *
+                            RowsF(h.k_gram + c0 * h.gram_stride, c1 - c0, dim, gram_stride).transpose();
         for (int64_t i = r0; i < r1; ++i) {
           const int64_t width = std::min(c1, h.key_end[i]) - c0;
           if (width <= 0) continue;
@@ -408,7 +464,7 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
           const double bound = tighten ? kth.bound() : cap;
           const double a = h.q_norm2[i];
           int64_t n_admitted = width;
-          if (h.float_screen) {
+          if (float_screen) {
             for (size_t s = 0; s < n_padded; ++s)
               row.c2_a[s] = static_cast<float>(sc.c2[s < n_scales ? s : 0] * a);
             row.margin_per_key_len = static_cast<float>(sc.rel * h.q_len[i] * (1 + 0x1p-16));
@@ -420,7 +476,7 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
             for (int64_t t = 0; t < width; ++t) ws.admitted[t] = static_cast<uint32_t>(t);
           }
           if (n_admitted == 0) continue;
-          const float* q_raw = h.q_raw.data() + i * dim;
+          const float* q_raw = h.q_vec + i * h.stride;
           for (int l = 0; l < dim; ++l) {
             ws.q_dot[l] = static_cast<double>(q_raw[l]);
             ws.q_dist[l] = ws.q_dot[l] - h.q_mean[l];
@@ -437,7 +493,7 @@ int64_t collect_items(const PreparedHead& h, const ScreenConstants& sc, size_t n
                 const double mag = sc.c2[s] * a + sc.inv_c2[s] * b;
                 kth.offer(sc.upper(mag, two_g, margin_pair));
               }
-            vectors.k = h.k_raw.data() + j * dim;
+            vectors.k = h.k_vec + j * h.stride;
             const double item_bound = tighten ? kth.bound() : bound;
             const auto query = static_cast<uint32_t>(i);
             items.size += static_cast<size_t>(
@@ -571,16 +627,15 @@ double interpolated_order_statistic(std::vector<double>& values, int64_t lo, dou
   return v_lo + frac * (v_hi - v_lo);
 }
 
-HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& options,
-                                Workspace& ws) {
-  const PreparedHead& h = ws.head;
+// The head in ws.head (prepared); nothing when a token's q or k holds NaN or Inf.
+std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
+                                                 const MetricOptions& options, Workspace& ws) {
+  PreparedHead& h = ws.head;
   const size_t n_scales = options.scales.size();
   HeadOutcome out;
   out.scales.resize(n_scales);
-  out.median_q_norm = median(h.q_len);
-  out.median_k_norm = median(h.k_len);
   for (int64_t i = 0; i < h.n; ++i) out.pairs += h.key_end[i] - h.region_begin[i];
-  if (out.pairs == 0) return out;
+  if (out.pairs == 0) return out;  // no tokens: the norms' medians are 0
 
   // Percentile position over all (pair, scale) items: order statistics lo and lo + 1.
   const double total_items = static_cast<double>(out.pairs) * static_cast<double>(n_scales);
@@ -603,6 +658,7 @@ HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& 
     const int64_t n_samples =
         std::min({std::max<int64_t>(balanced, 1024), int64_t{1} << 15, out.pairs / 32});
     const std::vector<double> sample = pilot_upper_bounds(h, sc, out.pairs, n_samples);
+    if (sample.empty()) return std::nullopt;
     const double expected = static_cast<double>(need) * static_cast<double>(sample.size()) / total_items;
     // A cut below the lower order statistic: 4 standard deviations under its expected rank.
     const double expected_lo = static_cast<double>(lo + 1) * static_cast<double>(sample.size()) / total_items;
@@ -625,14 +681,19 @@ HeadOutcome compute_finite_head(const ScreenConstants& sc, const MetricOptions& 
   ws.items.make_room(need + need / 8);
   ws.values.reserve(need / 2);
   bool collected = false;
-  for (double cap : caps)
-    if (collect_items(h, sc, need, cap, false, low_cut, ws) >= static_cast<int64_t>(need)) {
+  for (double cap : caps) {
+    const int64_t under_cap = collect_items(h, sc, need, cap, false, low_cut, ws);
+    if (under_cap < 0) return std::nullopt;
+    if (under_cap >= static_cast<int64_t>(need)) {
       collected = true;
       break;
     }
-  if (!collected) collect_items(h, sc, need, kInf, true, 0.0, ws);
+  }
+  if (!collected && collect_items(h, sc, need, kInf, true, 0.0, ws) < 0) return std::nullopt;
   const ItemColumns& items = ws.items;
   QKSCOPE_ASSERT(items.size >= need);
+  out.median_q_norm = median(h.q_len);  // the pass computed every token's norms
+  out.median_k_norm = median(h.k_len);
 
   // Step 2: the threshold, from the exact distances. The pilot's low cut, when it holds,
   // leaves only the items above it to select from.
@@ -691,14 +752,15 @@ HeadOutcome compute_head(const HeadInput& in, const MetricOptions& options) {
                 in.n_tokens);
   thread_local Workspace ws;
   const ScreenConstants sc(options, in.head_dim);
-  if (prepare(in, options, ws.head)) return compute_finite_head(sc, options, ws);
+  if (prepare(in, options, ws.head))
+    if (auto out = compute_prepared_head(sc, options, ws)) return *std::move(out);
   // Some token holds NaN or Inf: leave it out of this head (the common case costs no copy).
   const FiniteHead finite = drop_nonfinite_tokens(in);
-  const bool ok = prepare(finite.input, options, ws.head);
-  QKSCOPE_ASSERT(ok);
-  HeadOutcome out = compute_finite_head(sc, options, ws);
-  out.nonfinite_tokens = in.n_tokens - finite.input.n_tokens;
-  return out;
+  std::optional<HeadOutcome> out;
+  if (prepare(finite.input, options, ws.head)) out = compute_prepared_head(sc, options, ws);
+  QKSCOPE_ASSERT(out.has_value());
+  out->nonfinite_tokens = in.n_tokens - finite.input.n_tokens;
+  return *std::move(out);
 }
 
 }  // namespace qkscope::detail
