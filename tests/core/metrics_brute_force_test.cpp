@@ -172,8 +172,10 @@ std::vector<BruteHead> brute_force(const QkData& data, const MetricOptions& o) {
 }
 
 // cancelling: large, nearly equal q and k, where the Gram identity in single precision is wrong
-// by more than the distance itself (SPEC 3, Precision).
-enum class Structure { random, near_copies, mixed_norms, cancelling };
+// by more than the distance itself (SPEC 3, Precision). cancelling_wide: the same with components
+// spread over 16 binades, so that with 64 dimensions even the identity in double rounds (its
+// sums of exact products no longer fit 53 bits) by far more than the tests' tolerance.
+enum class Structure { random, near_copies, mixed_norms, cancelling, cancelling_wide };
 
 // Sequences of the given lengths; per head a different norm imbalance so chosen c differ.
 QkData make_data(uint32_t seed, int n_sites, int n_heads, int dim, const std::vector<int>& lengths,
@@ -219,6 +221,12 @@ QkData make_data(uint32_t seed, int n_sites, int n_heads, int dim, const std::ve
               site.q[at] = 300.f + 30.f * base;
               site.k[at] = site.q[at] + 0.01f * normal(rng);
               break;
+            case Structure::cancelling_wide: {
+              const float binade = std::ldexp(1.0f, l % 16);
+              site.q[at] = (300.f + 30.f * base) * binade;
+              site.k[at] = site.q[at] + 0.01f * normal(rng) * binade;
+              break;
+            }
             case Structure::mixed_norms:  // offsets make centring matter
               site.q[at] = base * imbalance + 1.5f;
               site.k[at] = (0.5f * base + normal(rng)) / imbalance - 0.7f * static_cast<float>(l % 3);
@@ -314,6 +322,22 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"AllNearLowPercentile", PairScope::all, false, 0.05, kDefault, SelectRule::closest, Structure::near_copies}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
+// Cancellation that even double precision feels: the engine's identity shortcut must notice
+// and recompute those items directly (SPEC 3, Precision).
+TEST(BruteForcePrecisionTest, WideCancellingSequence) {
+  QkData data = make_data(31, 1, 2, 64, {9, 14, 6, 11}, Structure::cancelling_wide);
+  MetricOptions o;
+  o.scales = {0.8, 1, 1.25};
+  expect_same(compute_ctable(data, o), brute_force(data, o));
+}
+
+TEST(BruteForcePrecisionTest, WideCancellingAll) {
+  QkData data = make_data(32, 1, 2, 64, {9, 14, 6, 11}, Structure::cancelling_wide);
+  MetricOptions o;
+  o.pairs = PairScope::all;
+  expect_same(compute_ctable(data, o), brute_force(data, o));
+}
+
 // Many tokens in `all` scope: several Gram blocks per head and a running bound that shrinks many
 // times, still exact.
 TEST(BruteForceLargeTest, AllScopeAcrossManyBlocks) {
@@ -383,6 +407,53 @@ TEST(NonFiniteTest, TokensWithNanOrInfAreLeftOutOfTheirHeadOnly) {
     }
   }
   EXPECT_EQ(t.heads[0].c_wcorr, b[0].c_wcorr);
+}
+
+}  // namespace
+}  // namespace qkscope
+
+namespace qkscope {
+namespace {
+
+// A head large enough for the engine's pilot sample (over 2^18 pairs), with NaN tokens spread
+// through it: whether the pilot or the pass meets one first, the head is recomputed without
+// them and equals the brute force on the clean tokens.
+TEST(NonFiniteTest, LargeHeadWithSpreadNanTokensMatchesBruteForceWithoutThem) {
+  const int dim = 8;
+  QkData data = make_data(23, 1, 1, dim, {600, 600, 500}, Structure::near_copies);
+  SiteData& site = data.sites[0];
+  std::vector<bool> dropped(static_cast<size_t>(data.n_tokens()), false);
+  for (int64_t tok = 7; tok < data.n_tokens(); tok += 53) {
+    site.q[tok * dim + tok % dim] = std::numeric_limits<float>::quiet_NaN();
+    dropped[static_cast<size_t>(tok)] = true;
+  }
+  MetricOptions o;
+  CTable t = compute_ctable(data, o);
+  const auto n_dropped = std::count(dropped.begin(), dropped.end(), true);
+  EXPECT_EQ(t.heads[0].nonfinite_tokens, n_dropped);
+
+  QkData clean;
+  SiteData head;
+  head.n_heads = 1;
+  head.head_dim = dim;
+  head.head_index = {0};
+  for (int64_t tok = 0; tok < data.n_tokens(); ++tok) {
+    if (dropped[static_cast<size_t>(tok)]) continue;
+    clean.sequence.push_back(data.sequence[tok]);
+    clean.position.push_back(data.position[tok]);
+    head.q.insert(head.q.end(), site.q.begin() + tok * dim, site.q.begin() + (tok + 1) * dim);
+    head.k.insert(head.k.end(), site.k.begin() + tok * dim, site.k.begin() + (tok + 1) * dim);
+  }
+  clean.sites.push_back(head);
+  std::vector<BruteHead> b = brute_force(clean, o);
+  ASSERT_TRUE(b[0].threshold.has_value());
+  EXPECT_NEAR(*t.heads[0].threshold, *b[0].threshold, 1e-9 * (1 + *b[0].threshold));
+  for (size_t s = 0; s < o.scales.size(); ++s) {
+    EXPECT_EQ(t.heads[0].scales[s].queries, b[0].queries[s]);
+    EXPECT_EQ(t.heads[0].scales[s].near_pairs, b[0].near_pairs[s]);
+    ASSERT_EQ(t.heads[0].scales[s].wcorr.has_value(), b[0].wcorr[s].has_value());
+    if (b[0].wcorr[s]) EXPECT_NEAR(*t.heads[0].scales[s].wcorr, *b[0].wcorr[s], 1e-6);
+  }
 }
 
 }  // namespace
