@@ -453,7 +453,9 @@ TEST(NonFiniteTest, LargeHeadWithSpreadNanTokensMatchesBruteForceWithoutThem) {
     EXPECT_EQ(t.heads[0].scales[s].queries, b[0].queries[s]);
     EXPECT_EQ(t.heads[0].scales[s].near_pairs, b[0].near_pairs[s]);
     ASSERT_EQ(t.heads[0].scales[s].wcorr.has_value(), b[0].wcorr[s].has_value());
-    if (b[0].wcorr[s]) EXPECT_NEAR(*t.heads[0].scales[s].wcorr, *b[0].wcorr[s], 1e-6);
+    if (b[0].wcorr[s]) {
+      EXPECT_NEAR(*t.heads[0].scales[s].wcorr, *b[0].wcorr[s], 1e-6);
+    }
   }
 }
 
