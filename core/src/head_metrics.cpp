@@ -412,6 +412,7 @@ struct Workspace {
   std::vector<double> values;  // the items' y at or above the low cut
   int64_t below_cut = 0;        // items under it
   std::vector<QueryScaleMoments> moments;
+  std::vector<uint32_t> touched;
 };
 
 // The pass: collects into ws.items every item whose exact y^2 is at most the bound, plus some
@@ -542,15 +543,21 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need, d
 void add_correlations(Workspace& ws, double d, size_t n_scales, std::vector<double>& r_sum,
                       std::vector<HeadScale>& out) {
   const ItemColumns& items = ws.items;
+  std::vector<QueryScaleMoments>& moments = ws.moments;  // all zero between blocks
+  std::vector<uint32_t>& touched = ws.touched;            // the buckets a block uses
   for (const RowBlock& block : ws.blocks) {
-    ws.moments.assign(static_cast<size_t>(block.rows) * n_scales, QueryScaleMoments{});
-    auto moments_of = [&](size_t t) -> QueryScaleMoments& {
-      return ws.moments[static_cast<size_t>(items.query[t] - block.first) * n_scales + items.scale[t]];
+    if (moments.size() < static_cast<size_t>(block.rows) * n_scales)
+      moments.resize(static_cast<size_t>(block.rows) * n_scales);
+    auto bucket_of = [&](size_t t) {
+      return static_cast<uint32_t>((items.query[t] - block.first) * n_scales + items.scale[t]);
     };
+    touched.clear();
     for (size_t t = block.begin; t < block.end; ++t) {
       const double x = items.x[t], y = items.y[t];
       if (!(y < d)) continue;
-      QueryScaleMoments& m = moments_of(t);
+      const uint32_t bucket = bucket_of(t);
+      QueryScaleMoments& m = moments[bucket];
+      if (m.n == 0) touched.push_back(bucket);
       const double w = (d - y) * (d - y);
       ++m.n;
       m.sw += w;
@@ -561,15 +568,15 @@ void add_correlations(Workspace& ws, double d, size_t n_scales, std::vector<doub
       m.y_min = std::min(m.y_min, y);
       m.y_max = std::max(m.y_max, y);
     }
-    for (QueryScaleMoments& m : ws.moments)
-      if (m.n > 0) {
-        m.sx /= m.sw;  // now the weighted means
-        m.sy /= m.sw;
-      }
+    for (uint32_t bucket : touched) {
+      QueryScaleMoments& m = moments[bucket];
+      m.sx /= m.sw;  // now the weighted means
+      m.sy /= m.sw;
+    }
     for (size_t t = block.begin; t < block.end; ++t) {
       const double x = items.x[t], y = items.y[t];
       if (!(y < d)) continue;
-      QueryScaleMoments& m = moments_of(t);
+      QueryScaleMoments& m = moments[bucket_of(t)];
       if (m.n < 3) continue;
       const double w = (d - y) * (d - y);
       const double dx = x - m.sx, dy = y - m.sy;
@@ -577,14 +584,16 @@ void add_correlations(Workspace& ws, double d, size_t n_scales, std::vector<doub
       m.cyy += w * dy * dy;
       m.cxy += w * dx * dy;
     }
-    for (size_t b = 0; b < ws.moments.size(); ++b) {
-      const QueryScaleMoments& m = ws.moments[b];
-      const size_t s = b % n_scales;
+    for (uint32_t bucket : touched) {
+      QueryScaleMoments& m = moments[bucket];
+      const size_t s = bucket % n_scales;
       out[s].near_pairs += m.n;
-      if (m.n < 3 || m.x_min == m.x_max || m.y_min == m.y_max || !(m.sw > 0)) continue;
-      if (!(m.cxx > 0) || !(m.cyy > 0)) continue;
-      r_sum[s] += (m.cxy / m.sw) / std::sqrt((m.cxx / m.sw) * (m.cyy / m.sw));
-      ++out[s].queries;
+      if (m.n >= 3 && m.x_min != m.x_max && m.y_min != m.y_max && m.sw > 0 && m.cxx > 0 &&
+          m.cyy > 0) {
+        r_sum[s] += (m.cxy / m.sw) / std::sqrt((m.cxx / m.sw) * (m.cyy / m.sw));
+        ++out[s].queries;
+      }
+      m = QueryScaleMoments{};
     }
   }
 }
