@@ -413,14 +413,52 @@ struct Workspace {
   int64_t below_cut = 0;        // items under it
   std::vector<QueryScaleMoments> moments;
   std::vector<uint32_t> touched;
+  std::vector<int64_t> histogram;
 };
 
-// The pass: collects into ws.items every item whose exact y^2 is at most the bound, plus some
-// above it, and records the row blocks in ws.blocks. The bound is `cap`, or with `tighten` the
-// K-th smallest upper bound seen so far (starting from `cap`). Returns how many items have exact
-// y^2 <= cap (with `tighten`: at least `need`), or -1 when a token's q or k holds NaN or Inf.
-int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need, double cap,
-                      bool tighten, double low_cut, Workspace& ws) {
+// Histogram bins of y over [low, high], for the bounded-memory passes.
+struct YBins {
+  double low = 0, high = 0, per_unit = 0;
+  int64_t count = 0;
+  YBins() = default;
+  YBins(double lo, double hi, int64_t n) : low(lo), high(hi), count(n) {
+    per_unit = hi > lo ? static_cast<double>(n) / (hi - lo) : 0.0;
+  }
+  int64_t of(double y) const {  // y >= low
+    return std::min<int64_t>(count - 1, static_cast<int64_t>((y - low) * per_unit));
+  }
+};
+
+// What one pass does with the items it computes:
+//  store      keep them all (with the values at or above low_cut for the threshold);
+//  histogram  keep none: count those under low_cut and bin the others up to the cap;
+//  band       keep none but the values in bins [band_first, band_last], counting those below;
+//  near       keep a row block's items only until its correlations are added (threshold d).
+// The last three bound memory by a row block, at the cost of one pass each.
+struct PassPlan {
+  enum class Kind { store, histogram, band, near } kind = Kind::store;
+  double cap = kInf;      // bound on y^2
+  bool tighten = false;   // store: the bound is the K-th smallest upper bound seen (from cap)
+  double low_cut = 0;     // store, histogram, band
+  YBins bins;             // histogram, band
+  int64_t band_first = 0, band_last = 0;
+  double d = 0;           // near
+  std::vector<double>* r_sum = nullptr;     // near: sums of r per scale
+  std::vector<HeadScale>* scales = nullptr;  // near: counts per scale
+};
+
+void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size_t n_scales,
+                            std::vector<double>& r_sum, std::vector<HeadScale>& out);
+
+// The pass over every pair. With Kind::store it collects into ws.items every item whose exact
+// y^2 is at most the bound, plus some above it, and records the row blocks in ws.blocks; the
+// other kinds are described at PassPlan. Returns how many items have exact y^2 <= cap (with
+// `tighten`: at least `need`), or -1 when a token's q or k holds NaN or Inf.
+int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
+                      const PassPlan& plan, Workspace& ws) {
+  const double cap = plan.cap;
+  const bool tighten = plan.tighten;
+  const double low_cut = plan.low_cut;
   const size_t n_scales = sc.c2.size();
   const size_t n_padded = sc.table.n_padded;
   const int dim = h.dim;
@@ -505,18 +543,43 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need, d
           }
         }
       }
-      // Square roots off the item step's critical path, and the threshold's candidates: the
-      // items at or above the pilot's low cut.
+      // Square roots off the item step's critical path, then what the plan wants of them.
+      using Kind = PassPlan::Kind;
       for (size_t t = block_items; t < items.size; ++t) {
-        under_cap += items.y[t] <= cap;
+        const bool counted = items.y[t] <= cap;
+        under_cap += counted;
         const double y = std::sqrt(items.y[t]);
         items.y[t] = y;
-        if (y < low_cut)
+        if (plan.kind == Kind::near) continue;
+        if (plan.kind == Kind::store) {  // the threshold's candidates: those above the low cut
+          if (y < low_cut)
+            ++ws.below_cut;
+          else
+            ws.values.push_back(y);
+          continue;
+        }
+        if (!counted) continue;  // histogram and band see exactly the items with y^2 <= cap
+        if (y < low_cut) {
           ++ws.below_cut;
-        else
+          continue;
+        }
+        const int64_t bin = plan.bins.of(y);
+        if (plan.kind == Kind::histogram) {
+          ++ws.histogram[static_cast<size_t>(bin)];
+        } else if (bin < plan.band_first) {
+          ++ws.below_cut;
+        } else if (bin <= plan.band_last) {
           ws.values.push_back(y);
+        }
       }
-      ws.blocks.push_back({block_items, items.size, r0, r1 - r0});
+      const RowBlock block{block_items, items.size, r0, r1 - r0};
+      if (plan.kind == Kind::near)
+        add_block_correlations(ws, block, plan.d, n_scales, *plan.r_sum, *plan.scales);
+      if (plan.kind != Kind::store) {
+        items.size = block_items;  // nothing kept past the block
+        continue;
+      }
+      ws.blocks.push_back(block);
       if (tighten && items.size >= prune_at) {
         // Items over the bound can be neither under the threshold nor among the K smallest.
         const double b_now = kth.bound() * (1 + 1e-12);
@@ -536,16 +599,16 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need, d
   return tighten ? static_cast<int64_t>(need) : under_cap;
 }
 
-// Adds every (query, scale)'s weighted Pearson correlation of x and y over its near keys
-// (y < d, weights (d - y)^2) to `out`, two-pass per row block: sums and means, then the
-// centred moments. A query whose x or y takes a single value has zero weighted variance (weights
+// Adds the weighted Pearson correlation of x and y of every (query, scale) of a row block over
+// its near keys (y < d, weights (d - y)^2) to `out`, two-pass: sums and means, then the centred
+// moments. A query whose x or y takes a single value has zero weighted variance (weights
 // are positive, so that is the only way) and no r.
-void add_correlations(Workspace& ws, double d, size_t n_scales, std::vector<double>& r_sum,
-                      std::vector<HeadScale>& out) {
+void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size_t n_scales,
+                            std::vector<double>& r_sum, std::vector<HeadScale>& out) {
   const ItemColumns& items = ws.items;
   std::vector<QueryScaleMoments>& moments = ws.moments;  // all zero between blocks
   std::vector<uint32_t>& touched = ws.touched;            // the buckets a block uses
-  for (const RowBlock& block : ws.blocks) {
+  {
     if (moments.size() < static_cast<size_t>(block.rows) * n_scales)
       moments.resize(static_cast<size_t>(block.rows) * n_scales);
     auto bucket_of = [&](size_t t) {
@@ -686,23 +749,83 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
       caps.erase(caps.begin());
     }
   }
+  std::vector<double> r_sum(n_scales, 0.0);
+  auto finish = [&] {
+    out.median_q_norm = median(h.q_len);  // the passes computed every token's norms
+    out.median_k_norm = median(h.k_len);
+    for (size_t s = 0; s < n_scales; ++s)
+      if (out.scales[s].queries > 0)
+        out.scales[s].wcorr = r_sum[s] / static_cast<double>(out.scales[s].queries);
+    return out;
+  };
+
+  // Bounded memory: when the items would not fit options.item_memory (all scope over tens of
+  // thousands of tokens), three passes that each keep a row block at most: a histogram of y
+  // between the pilot's low cut and cap, the values of the one or two bins holding the order
+  // statistics, then the correlations block by block. Falls back to the one-pass path below if
+  // the pilot's range missed the order statistics.
+  constexpr double kBytesPerItem = 2 * sizeof(uint32_t) + 3 * sizeof(double);  // columns, value
+  if (!caps.empty() && 1.2 * static_cast<double>(need) * kBytesPerItem >
+                           static_cast<double>(options.item_memory)) {
+    constexpr int64_t kBins = int64_t{1} << 16;
+    PassPlan plan;
+    plan.kind = PassPlan::Kind::histogram;
+    plan.cap = caps.front();
+    plan.low_cut = low_cut;
+    plan.bins = YBins(low_cut, std::sqrt(plan.cap), kBins);
+    ws.histogram.assign(static_cast<size_t>(kBins), 0);
+    const int64_t counted = collect_items(h, sc, need, plan, ws);
+    if (counted < 0) return std::nullopt;
+    const int64_t below = ws.below_cut;
+    if (counted >= static_cast<int64_t>(need) && below <= lo) {
+      // The bins of the ranks lo and lo + 1 among the items above the low cut.
+      const int64_t rank_lo = lo - below, rank_hi = std::min(lo + 1, n_items - 1) - below;
+      int64_t first = -1, last = -1, seen = 0;
+      for (int64_t bin = 0; bin < kBins && last < 0; ++bin) {
+        seen += ws.histogram[static_cast<size_t>(bin)];
+        if (first < 0 && seen > rank_lo) first = bin;
+        if (seen > rank_hi) last = bin;
+      }
+      QKSCOPE_ASSERT(first >= 0 && last >= first);
+      plan.kind = PassPlan::Kind::band;
+      plan.band_first = first;
+      plan.band_last = last;
+      if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+      out.threshold = interpolated_order_statistic(ws.values, lo - ws.below_cut, frac);
+      const double d = *out.threshold;
+      plan = PassPlan{};
+      plan.kind = PassPlan::Kind::near;
+      plan.cap = d * d * (1 + 1e-12);  // every item with y < d
+      plan.d = d;
+      plan.r_sum = &r_sum;
+      plan.scales = &out.scales;
+      if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+      return finish();
+    }
+  }
+
   ws.items.clear();
   ws.items.make_room(need + need / 8);
   ws.values.reserve(need / 2);
   bool collected = false;
   for (double cap : caps) {
-    const int64_t under_cap = collect_items(h, sc, need, cap, false, low_cut, ws);
+    PassPlan plan;
+    plan.cap = cap;
+    plan.low_cut = low_cut;
+    const int64_t under_cap = collect_items(h, sc, need, plan, ws);
     if (under_cap < 0) return std::nullopt;
     if (under_cap >= static_cast<int64_t>(need)) {
       collected = true;
       break;
     }
   }
-  if (!collected && collect_items(h, sc, need, kInf, true, 0.0, ws) < 0) return std::nullopt;
+  if (!collected) {
+    PassPlan plan;
+    plan.tighten = true;
+    if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+  }
   const ItemColumns& items = ws.items;
   QKSCOPE_ASSERT(items.size >= need);
-  out.median_q_norm = median(h.q_len);  // the pass computed every token's norms
-  out.median_k_norm = median(h.k_len);
 
   // Step 2: the threshold, from the exact distances. The pilot's low cut, when it holds,
   // leaves only the items above it to select from.
@@ -716,12 +839,8 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
   const double d = *out.threshold;
 
   // Step 3: weighted correlation per (query, scale) over the near keys.
-  std::vector<double> r_sum(n_scales, 0.0);
-  add_correlations(ws, d, n_scales, r_sum, out.scales);
-  for (size_t s = 0; s < n_scales; ++s)
-    if (out.scales[s].queries > 0)
-      out.scales[s].wcorr = r_sum[s] / static_cast<double>(out.scales[s].queries);
-  return out;
+  for (const RowBlock& block : ws.blocks) add_block_correlations(ws, block, d, n_scales, r_sum, out.scales);
+  return finish();
 }
 
 }  // namespace

@@ -99,6 +99,9 @@ void validate(const MetricOptions& o) {
                    "--percentile: expected a percentile in (0, 100), got {}", o.percentile);
   QKSCOPE_CHECK_AS(UsageError, o.threads >= 0, "--threads: expected 0 (all cores) or more, got {}",
                    o.threads);
+  QKSCOPE_CHECK_AS(UsageError, o.item_memory > 0,
+                   "MetricOptions::item_memory: expected a positive number of bytes, got {}",
+                   o.item_memory);
 }
 
 }  // namespace qkscope

@@ -349,6 +349,26 @@ TEST(BruteForceLargeTest, AllScopeAcrossManyBlocks) {
   expect_same(compute_ctable(data, o), brute_force(data, o));
 }
 
+// The bounded-memory path (items over MetricOptions::item_memory): histogram, band and
+// block-by-block correlation passes give the brute force's table too.
+TEST(BruteForceLargeTest, BoundedMemoryAllScope) {
+  QkData data = make_data(11, 1, 2, 16, {700, 650}, Structure::near_copies);
+  MetricOptions o;
+  o.pairs = PairScope::all;
+  o.item_memory = 1;
+  expect_same(compute_ctable(data, o), brute_force(data, o));
+}
+
+TEST(BruteForceLargeTest, BoundedMemoryCausalCenteredLowPercentile) {
+  QkData data = make_data(13, 1, 2, 12, {900, 40, 700}, Structure::mixed_norms);
+  MetricOptions o;
+  o.pairs = PairScope::causal;
+  o.center = true;
+  o.percentile = 0.05;
+  o.item_memory = 1;
+  expect_same(compute_ctable(data, o), brute_force(data, o));
+}
+
 // Long sequences in `sequence` scope (each spans several row blocks) with centring.
 TEST(BruteForceLargeTest, LongSequencesCentered) {
   QkData data = make_data(12, 1, 2, 12, {600, 3, 300}, Structure::mixed_norms);

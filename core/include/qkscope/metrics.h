@@ -27,6 +27,10 @@ struct MetricOptions {
   double percentile = 0.5;   // threshold percentile, in percent, in (0, 100)
   SelectRule select = SelectRule::closest;
   int threads = 0;           // worker threads; 0 = the machine's cores
+  // Bytes of candidate items one head may hold (each worker holds one head's). Heads whose items
+  // would not fit (`all` scope beyond ~20k tokens at the default) are computed in three passes
+  // that keep one block of queries at a time: the same results, about three times the work.
+  int64_t item_memory = int64_t{256} << 20;
 };
 
 // Throws UsageError naming the option when `options` is invalid.
