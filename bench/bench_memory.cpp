@@ -3,6 +3,7 @@
 // queries and keys from two overlapping Gaussian clouds (as bench_engine), fixed seed.
 //
 //   bench_memory [--tokens N] [--sites L] [--heads H] [--scope sequence|causal|all] [--threads T]
+//                [--item-memory-mb M]   (MetricOptions::item_memory, default 256)
 //
 // --threads 0 (default) uses the machine's cores, as compute_ctable does; the JSON gives the count.
 // Run one size per process: ru_maxrss is a high-water mark. Prints one JSON object: qk_MB (the
@@ -74,7 +75,7 @@ double current_rss_bytes() {
 
 int usage() {
   std::fprintf(stderr, "usage: bench_memory [--tokens N] [--sites L] [--heads H] "
-                       "[--scope sequence|causal|all] [--threads T]\n");
+                       "[--scope sequence|causal|all] [--threads T] [--item-memory-mb M]\n");
   return 2;
 }
 
@@ -83,6 +84,7 @@ int usage() {
 int main(int argc, char** argv) {
   int64_t n_tokens = 50000;
   int sites = 12, heads = 12, threads = 0;
+  double item_memory_mb = 256;
   std::string scope = "sequence";
   for (int i = 1; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
@@ -91,13 +93,15 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--heads") && has_value) heads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--scope") && has_value) scope = argv[++i];
     else if (!std::strcmp(argv[i], "--threads") && has_value) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--item-memory-mb") && has_value) item_memory_mb = std::atof(argv[++i]);
     else return usage();
   }
-  if (n_tokens <= 0 || sites <= 0 || heads <= 0 || threads < 0) return usage();
+  if (n_tokens <= 0 || sites <= 0 || heads <= 0 || threads < 0 || !(item_memory_mb > 0)) return usage();
   try {
     qkscope::MetricOptions options;
     options.pairs = qkscope::parse_pair_scope(scope);
     options.threads = threads;
+    options.item_memory = static_cast<int64_t>(item_memory_mb * 1024 * 1024);
     const double rss_start = current_rss_bytes();
 
     qkscope::QkData data;
@@ -137,11 +141,12 @@ int main(int argc, char** argv) {
     std::printf("{\"tokens\": %lld, \"sites\": %d, \"heads_per_site\": %d, \"heads\": %d, "
                 "\"head_dim\": %d, \"scope\": \"%s\", \"threads\": %d, \"qk_MB\": %.1f, "
                 "\"rss_start_MB\": %.1f, \"rss_before_MB\": %.1f, \"peak_MB\": %.1f, "
-                "\"engine_extra_MB\": %.1f, \"engine_s\": %.3f, \"heads_done\": %zu}\n",
+                "\"engine_extra_MB\": %.1f, \"engine_s\": %.3f, \"heads_done\": %zu, "
+                "\"item_memory_MB\": %.1f}\n",
                 static_cast<long long>(n_tokens), sites, heads, sites * heads, kDim, scope.c_str(),
                 threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency()),
                 mb(qk_bytes), mb(rss_start), mb(rss_before), mb(peak),
-                mb(peak - rss_before), engine_s, table.heads.size());
+                mb(peak - rss_before), engine_s, table.heads.size(), item_memory_mb);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_memory: error: %s\n", e.what());
