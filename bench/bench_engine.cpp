@@ -2,7 +2,8 @@
 // the Gram-matrix GEMMs alone over the same pairs, the work no exact method can skip.
 //   BM_EngineSequence/<tokens>  sequence scope, 128-token sequences
 //   BM_EngineAll/<tokens>       all scope
-//   BM_GramSequence/<tokens>, BM_GramAll/<tokens>   the floor, same blocks
+//   BM_GramSequence/<tokens>, BM_GramAll/<tokens>   the floor, same blocks, from per-head copies
+//   BM_GramSequenceInPlace/<tokens>   the same GEMMs reading the site's layout, as the engine does
 // Counters: pair_scales/s (pairs x scales evaluated per second).
 #include <benchmark/benchmark.h>
 
@@ -102,12 +103,35 @@ void run_gram(benchmark::State& state, qkscope::PairScope scope) {
   state.counters["pair_scales/s"] = benchmark::Counter(items, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The sequence-scope GEMMs reading the site where it is ([token, head, dim], head after head),
+// as the engine does: the same floor plus the cost of reading each head's rows out of the site.
+void BM_GramSequenceInPlace(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  qkscope::QkData data = make_head(n);
+  const qkscope::SiteData& site = data.sites[0];
+  using Rows = Eigen::Map<const RowMatrixF, 0, Eigen::OuterStride<>>;
+  const Eigen::OuterStride<> stride(kHeads * kDim);
+  RowMatrixF gram;
+  for (auto _ : state)
+    for (int h = 0; h < kHeads; ++h)
+      for (int64_t s = 0; s < n; s += kSeqLen) {
+        const int64_t len = std::min<int64_t>(kSeqLen, n - s);
+        gram.resize(len, len);
+        gram.noalias() = Rows(site.q.data() + (s * kHeads + h) * kDim, len, kDim, stride) *
+                         Rows(site.k.data() + (s * kHeads + h) * kDim, len, kDim, stride).transpose();
+        benchmark::DoNotOptimize(gram.data());
+      }
+  const double items = static_cast<double>(pairs_of(qkscope::PairScope::sequence, n)) * 7 * kHeads;
+  state.counters["pair_scales/s"] = benchmark::Counter(items, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_EngineSequence(benchmark::State& s) { run_engine(s, qkscope::PairScope::sequence); }
 void BM_GramSequence(benchmark::State& s) { run_gram(s, qkscope::PairScope::sequence); }
 void BM_EngineAll(benchmark::State& s) { run_engine(s, qkscope::PairScope::all); }
 void BM_GramAll(benchmark::State& s) { run_gram(s, qkscope::PairScope::all); }
 
 BENCHMARK(BM_GramSequence)->Arg(10000)->Arg(50000)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GramSequenceInPlace)->Arg(10000)->Arg(50000)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_EngineSequence)->Arg(10000)->Arg(50000)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_GramAll)->Arg(2048)->Arg(4096)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_EngineAll)->Arg(2048)->Arg(4096)->Arg(8192)->Unit(benchmark::kMillisecond)->UseRealTime();
