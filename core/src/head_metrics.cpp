@@ -653,7 +653,7 @@ void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size
       out[s].near_pairs += m.n;
       if (m.n >= 3 && m.x_min != m.x_max && m.y_min != m.y_max && m.sw > 0 && m.cxx > 0 &&
           m.cyy > 0) {
-        r_sum[s] += (m.cxy / m.sw) / std::sqrt((m.cxx / m.sw) * (m.cyy / m.sw));
+        r_sum[s] += m.cxy / std::sqrt(m.cxx * m.cyy);  // the 1 / sum(w) of each moment cancels
         ++out[s].queries;
       }
       m = QueryScaleMoments{};
