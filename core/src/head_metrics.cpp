@@ -16,6 +16,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <queue>
 
 #include <Eigen/Core>
@@ -46,21 +47,33 @@ struct Region {
 // (the item step writes them with vector stores). `y` holds y^2 until its row block's square
 // roots are taken.
 struct ItemColumns {
-  std::vector<uint32_t> query, scale;
-  std::vector<double> y, x;  // distance, dot product
-  size_t size = 0;
+  // Uninitialised storage (new T[]): growing must not write zeros over memory the passes fill.
+  template <class T>
+  struct Column {
+    std::unique_ptr<T[]> data;
+    T& operator[](size_t t) { return data[t]; }
+    const T& operator[](size_t t) const { return data[t]; }
+    void grow(size_t used, size_t capacity) {
+      std::unique_ptr<T[]> bigger(new T[capacity]);
+      if (used > 0) std::copy_n(data.get(), used, bigger.get());
+      data = std::move(bigger);
+    }
+  };
+  Column<uint32_t> query, scale;
+  Column<double> y, x;  // distance, dot product
+  size_t size = 0, capacity = 0;
   void clear() { size = 0; }
   // Room for `extra` more items plus the 16 entries a vector store may write past them.
   void make_room(size_t extra) {
     const size_t want = size + extra + 16;
-    if (want <= y.size()) return;
-    const size_t capacity = std::max(want, 2 * y.size());
-    query.resize(capacity);
-    scale.resize(capacity);
-    y.resize(capacity);
-    x.resize(capacity);
+    if (want <= capacity) return;
+    capacity = std::max(want, 2 * capacity);
+    query.grow(size, capacity);
+    scale.grow(size, capacity);
+    y.grow(size, capacity);
+    x.grow(size, capacity);
   }
-  ItemSink sink() { return {query.data() + size, scale.data() + size, y.data() + size, x.data() + size}; }
+  ItemSink sink() { return {&query[size], &scale[size], &y[size], &x[size]}; }
   void move(size_t from, size_t to) {
     query[to] = query[from];
     scale[to] = scale[from];
@@ -833,7 +846,7 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
   if (below > lo || ws.values.size() + static_cast<size_t>(below) != items.size) {
     // The cut was too high, or the last-resort pass pruned items: select from everything.
     below = 0;
-    ws.values.assign(items.y.begin(), items.y.begin() + static_cast<int64_t>(items.size));
+    ws.values.assign(&items.y[0], &items.y[0] + items.size);
   }
   out.threshold = interpolated_order_statistic(ws.values, lo - below, frac);
   const double d = *out.threshold;
