@@ -13,7 +13,7 @@
 #   E2E_SEQUENCES      corpus size of the end-to-end run [2000]
 #   E2E_ROUNDS         ABBA rounds, each 2 plain + 2 capture runs [1]
 #   MEMORY_TOKENS      sequence-scope sizes [25000 50000], MEMORY_SITES x MEMORY_HEADS [12 x 12]
-#   MEMORY_ALL_TOKENS  all-scope sizes (2 heads, one thread) [4000 8000]
+#   MEMORY_ALL_TOKENS  all-scope sizes (2 heads, one thread) [4000 8000 16000 32000]
 #   SKIP_REFERENCE_BLAS  set to skip the reference-BLAS forward (about a minute)
 #
 # The reference BLAS is picked for one process with LD_LIBRARY_PATH; the system's
@@ -67,10 +67,13 @@ for tokens in ${MEMORY_TOKENS:-25000 50000}; do
   "$BUILD/bench/bench_memory" --tokens "$tokens" --sites "${MEMORY_SITES:-12}" \
     --heads "${MEMORY_HEADS:-12}" --scope sequence | tee "$OUT/memory_sequence_$tokens.json"
 done
-for tokens in ${MEMORY_ALL_TOKENS:-4000 8000}; do  # the all scope, 2 heads, one thread
+for tokens in ${MEMORY_ALL_TOKENS:-4000 8000 16000 32000}; do  # the all scope, 2 heads, one thread
   "$BUILD/bench/bench_memory" --tokens "$tokens" --sites 1 --heads 2 --scope all --threads 1 |
     tee "$OUT/memory_all_$tokens.json"
 done
+# The bounded-memory passes at a size the one-pass path would also take: the cost of bounding.
+"$BUILD/bench/bench_memory" --tokens 8000 --sites 1 --heads 2 --scope all --threads 1 \
+  --item-memory-mb 1 | tee "$OUT/memory_all_8000_bounded.json"
 fi
 
 if step e2e; then

@@ -21,6 +21,7 @@ import sys
 SERIES = [  # (benchmark prefix, label, colour, dashed)
     ("BM_EngineSequence", "engine, sequence scope", "#1f77b4", False),
     ("BM_GramSequence", "Gram GEMMs, sequence scope (floor)", "#1f77b4", True),
+    ("BM_GramSequenceInPlace", "same, reading the site in place", "#9ecae1", True),
     ("BM_EngineAll", "engine, all scope", "#d62728", False),
     ("BM_GramAll", "Gram GEMMs, all scope (floor)", "#d62728", True),
 ]
@@ -124,10 +125,14 @@ def summary(out_dir):
         for scope, eng, gram in (("sequence", "BM_EngineSequence", "BM_GramSequence"),
                                  ("all", "BM_EngineAll", "BM_GramAll")):
             g = dict(pts.get(gram, []))
+            in_place = dict(pts.get(gram + "InPlace", []))
             for tokens, ms in pts.get(eng, []):
                 if tokens in g:
                     lines.append(f"| `{scope}`, {tokens} tokens | {g[tokens]:.1f} | {ms:.0f} | "
-                                 f"{ms / g[tokens]:.1f}x |")
+                                 f"{ms / g[tokens]:.2f}x |")
+                if tokens in in_place:
+                    lines.append(f"| `{scope}`, {tokens} tokens, GEMMs reading the site in place | "
+                                 f"{in_place[tokens]:.1f} | {ms:.0f} | {ms / in_place[tokens]:.2f}x |")
         lines.append("")
     forward = load(os.path.join(out_dir, "forward.json"))
     store = load(os.path.join(out_dir, "store.json"))
@@ -168,11 +173,12 @@ def summary(out_dir):
     for path in glob.glob(os.path.join(out_dir, "memory_*.json")):
         mem.append(load(path))
     if mem:
-        lines += ["", "| scope | tokens | heads | threads | q/k (MB) | RSS before engine (MB) | peak RSS (MB) | engine extra (MB) | engine (s) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for m in sorted(mem, key=lambda m: (m["scope"], m["heads"], m["tokens"])):
-            lines.append(f"| {m['scope']} | {m['tokens']} | {m['heads']} | {m['threads']} | {m['qk_MB']:.0f} | {m['rss_before_MB']:.0f} | "
-                         f"{m['peak_MB']:.0f} | {m['engine_extra_MB']:.0f} | {m['engine_s']:.1f} |")
+        lines += ["", "| scope | tokens | heads | threads | item memory (MB) | q/k (MB) | RSS before engine (MB) | peak RSS (MB) | engine extra (MB) | engine (s) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for m in sorted(mem, key=lambda m: (m["scope"], m["heads"], m["tokens"], m.get("item_memory_MB", 256))):
+            lines.append(f"| {m['scope']} | {m['tokens']} | {m['heads']} | {m['threads']} | {m.get('item_memory_MB', 256):.0f} | "
+                         f"{m['qk_MB']:.0f} | {m['rss_before_MB']:.0f} | "
+                         f"{m['peak_MB']:.0f} | {m['engine_extra_MB']:.0f} | {m['engine_s']:.2f} |")
     for path in sorted(glob.glob(os.path.join(out_dir, "e2e*.json"))):
         s = load(path)["summary"]
         pairs = ", ".join(f"{r:.3f}" for r in s["ratio_wall_pairs"])

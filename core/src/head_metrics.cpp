@@ -1,15 +1,20 @@
 // Exact per-head metrics in one pass over the Gram blocks, after a small pilot:
-//  1. Pilot: upper bounds of y^2 for a uniform random sample of pairs give a bound U that a few
-//     more than the needed K = lo + 2 items stay under (lo = the percentile's lower order
-//     statistic).
+//  1. Pilot: upper bounds of y^2 for a stratified random sample of pairs give a bound U that a
+//     few more than the needed K = lo + 2 items stay under (lo = the percentile's lower order
+//     statistic), and a low cut under which fewer than lo items are expected.
 //  2. Pass: per block of pairs, one float Gram matrix q.k^T; the float screen (pair_screen.h)
-//     admits the pairs that may hold an item under U; per admitted pair and scale a double bound
-//     test with a proven margin; for the items that pass, y and x recomputed directly in double.
-//     Every item with exact y^2 <= U is collected. Fewer than K of them means the pilot was too
-//     tight: the pass is redone with a looser U, last with a bound that tightens as it goes.
-//  3. The threshold d is the interpolated order statistic of the collected y (exact: the K
-//     smallest items are among them); per (query, scale) the weighted correlation over y < d.
-// Memory is the collected items (about K) and per-thread buffers of one block.
+//     admits the pairs that may hold an item under U; per admitted pair the item step
+//     (exact_pair.h) tests every scale's double lower bound, computes x = q.k directly in double
+//     and y^2 from the Gram identity in double with that x where its proven error is under 2^-40
+//     of y^2 (directly as ||c q - k/c||^2 otherwise). Every item with y^2 <= U is collected.
+//     Fewer than K of them means the pilot was too tight: the pass is redone with a looser U,
+//     last with a bound that tightens as it goes.
+//  3. The threshold d is the interpolated order statistic of the collected y (the K smallest
+//     items are among them; only those above the low cut are selected from); per (query, scale)
+//     the weighted correlation over y < d, row block by row block.
+// Memory is the collected items (about 1.1 K) and per-thread buffers of one block; heads whose
+// items would exceed MetricOptions::item_memory take three passes that keep one row block at a
+// time instead (PassPlan).
 #include "head_metrics.h"
 
 #include <algorithm>
