@@ -120,9 +120,10 @@ inline int append_pair_items(const ScaleTable& st, double a, double b, double tw
   for (size_t s0 = 0; s0 < st.n_padded; s0 += 8) {
 #if defined(__AVX512F__)
     // Branch-free but for the two rare cases: no scale wanted, and the identity too inexact.
-    const __m512d mag = _mm512_fmadd_pd(_mm512_loadu_pd(&st.c2[s0]), _mm512_set1_pd(a),
-                                        _mm512_mul_pd(_mm512_loadu_pd(&st.inv_c2[s0]), _mm512_set1_pd(b)));
-    const __m512d margin = _mm512_fmadd_pd(mag, _mm512_set1_pd(st.bound_slack), _mm512_set1_pd(margin_pair));
+    const __m512d b_over_c2 = _mm512_mul_pd(_mm512_loadu_pd(&st.inv_c2[s0]), _mm512_set1_pd(b));
+    const __m512d mag = _mm512_fmadd_pd(_mm512_loadu_pd(&st.c2[s0]), _mm512_set1_pd(a), b_over_c2);
+    const __m512d margin =
+        _mm512_fmadd_pd(mag, _mm512_set1_pd(st.bound_slack), _mm512_set1_pd(margin_pair));
     const __m512d lower = _mm512_sub_pd(_mm512_sub_pd(mag, _mm512_set1_pd(two_g)), margin);
     const __mmask8 wanted = _mm512_cmp_pd_mask(lower, _mm512_set1_pd(bound), _CMP_LE_OQ);
     if (wanted == 0) continue;
@@ -133,7 +134,8 @@ inline int append_pair_items(const ScaleTable& st, double a, double b, double tw
     __m512d y2 = _mm512_fnmadd_pd(_mm512_set1_pd(2.0), _mm512_set1_pd(x_dist), mag);
     const __m512d error = _mm512_mul_pd(_mm512_set1_pd(st.identity_error),
                                         _mm512_add_pd(mag, _mm512_set1_pd(2.0 * std::abs(x_dist))));
-    const __mmask8 exact = _mm512_cmp_pd_mask(error, _mm512_mul_pd(_mm512_set1_pd(0x1p-40), y2), _CMP_LE_OQ);
+    const __m512d allowed = _mm512_mul_pd(_mm512_set1_pd(0x1p-40), y2);
+    const __mmask8 exact = _mm512_cmp_pd_mask(error, allowed, _CMP_LE_OQ);
     if (__mmask8 redo = wanted & static_cast<__mmask8>(~exact); redo != 0) {
       alignas(64) double lanes[8];
       _mm512_store_pd(lanes, y2);
@@ -148,8 +150,8 @@ inline int append_pair_items(const ScaleTable& st, double a, double b, double tw
     // are overwritten by the next pair (hence the sink's room).
     _mm512_storeu_pd(out.y2 + n, _mm512_maskz_compress_pd(wanted, y2));
     _mm512_storeu_pd(out.x + n, _mm512_set1_pd(x));
-    const __m512i scales = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(s0)),
-                                            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0));
+    const __m512i lane_index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i scales = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(s0)), lane_index);
     _mm512_storeu_si512(out.scale + n, _mm512_maskz_compress_epi32(wanted, scales));
     _mm512_storeu_si512(out.query + n, _mm512_set1_epi32(static_cast<int>(query)));
     n += __builtin_popcount(wanted);

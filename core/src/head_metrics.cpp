@@ -27,7 +27,9 @@
 #include <Eigen/Core>
 
 #include "exact_pair.h"
+#include "order_statistics.h"
 #include "pair_screen.h"
+#include "prepared_head.h"
 #include "qkscope/error.h"
 
 namespace qkscope::detail {
@@ -42,11 +44,6 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Relative slack for double rounding in norms, in the screen's arithmetic and in the direct
 // recomputation: all are ~1e-15 of the magnitudes involved.
 constexpr double kDoubleSlack = 1e-12;
-
-// A run of tokens whose queries pair with keys of the same run (a sequence, or all tokens).
-struct Region {
-  int64_t begin = 0, end = 0;
-};
 
 // The (pair, scale) items whose exact distance may be under the screen's bound, as columns
 // (the item step writes them with vector stores). `y` holds y^2 until its row block's square
@@ -85,203 +82,6 @@ struct ItemColumns {
     y[to] = y[from];
     x[to] = x[from];
   }
-};
-
-// The head as the pass reads it. In sequence and causal scope the vectors are read where they
-// are, in the site's [token, head, dim] layout: no copy, and the pass reads each token from
-// memory once, when its sequence comes. All scope (every key read again for each block of
-// queries) and --center (centroids first) work on contiguous copies; with --center the Gram
-// matrices read centred float copies. Squared norms of the distance vectors are in double and, for the float screen,
-// in float. Tokens arrive sorted by (sequence, position), which QkData guarantees.
-struct PreparedHead {
-  int64_t n = 0;
-  int dim = 0;
-  const float* q_vec = nullptr;               // token t's captured query: q_vec + t * stride
-  const float* k_vec = nullptr;
-  int64_t stride = 0;
-  const float* q_gram = nullptr;              // what the Gram matrices read: q_vec, or the
-  const float* k_gram = nullptr;              // centred copies (stride dim)
-  int64_t gram_stride = 0;
-  std::vector<float> q_copy, k_copy;          // [n, dim] contiguous copies (all scope, --center)
-  std::vector<float> q_centered, k_centered;  // [n, dim] float(v - mean), with --center only
-  std::vector<double> q_mean, k_mean;         // [dim]; zero without --center
-  bool norms_ready = false;                   // with --center: prepare computed the norms
-  std::vector<double> q_norm2, k_norm2;       // [n] squared norms of the distance vectors
-  std::vector<double> q_len, k_len;           // [n] their square roots
-  std::vector<float> k_norm2_f, k_len_f;      // [n] the same in float, for the screen
-  double max_c2 = 0, max_inv_c2 = 0;          // over the grid, for the float screen's range
-  std::vector<Region> regions;
-  std::vector<int64_t> key_end;               // per query: its keys are [region.begin, key_end)
-  std::vector<int64_t> region_begin;          // per query: its region's begin
-  bool centred() const { return q_gram != q_vec; }
-};
-
-// Fills in the roots and float copies of tokens [begin, end)'s squared norms.
-void finish_norms(PreparedHead& h, int64_t begin, int64_t end) {
-  for (int64_t t = begin; t < end; ++t) {
-    h.q_len[t] = std::sqrt(h.q_norm2[t]);
-    h.k_len[t] = std::sqrt(h.k_norm2[t]);
-    h.k_norm2_f[t] = static_cast<float>(h.k_norm2[t]);
-    h.k_len_f[t] = static_cast<float>(h.k_len[t]);
-  }
-}
-
-// Squared norms of tokens [begin, end) (without --center, where prepare left them to the pass).
-// Returns false when a token's q or k holds NaN or Inf: a float's square cannot overflow
-// double, so a norm is finite exactly when every component is. Tokens are a stride of H * D
-// floats apart, each on its own page, where hardware prefetchers stop: the next tokens' rows
-// are requested ahead explicitly.
-bool compute_norms(PreparedHead& h, int64_t begin, int64_t end) {
-  if (h.norms_ready) return true;
-  constexpr int64_t kAhead = 8;
-  const int d = h.dim;
-  for (int64_t t = begin; t < end; ++t) {
-    const float* q = h.q_vec + t * h.stride;
-    const float* k = h.k_vec + t * h.stride;
-    if (t + kAhead < end)
-      for (int l = 0; l < d; l += 16) {  // one 64-byte line per 16 floats
-        __builtin_prefetch(q + kAhead * h.stride + l);
-        __builtin_prefetch(k + kAhead * h.stride + l);
-      }
-    h.q_norm2[t] = dot_in_double(q, q, d);
-    h.k_norm2[t] = dot_in_double(k, k, d);
-    if (!std::isfinite(h.q_norm2[t]) || !std::isfinite(h.k_norm2[t])) return false;
-  }
-  finish_norms(h, begin, end);
-  return true;
-}
-
-// Whether the float screen's sums stay finite for queries [q0, q1) and keys [k0, k1): float's
-// range ends at 3.4e38. Outside it (norms beyond ~1e18) every pair goes to the double test.
-bool float_screen_safe(const PreparedHead& h, int64_t q0, int64_t q1, int64_t k0, int64_t k1) {
-  const double max_a = *std::max_element(h.q_norm2.begin() + q0, h.q_norm2.begin() + q1);
-  const double max_b = *std::max_element(h.k_norm2.begin() + k0, h.k_norm2.begin() + k1);
-  return max_a * h.max_c2 < 1e36 && max_b * h.max_inv_c2 < 1e36;
-}
-
-// Fills `h` (reusing its memory: a worker prepares many heads of the same size). Where it copies
-// the vectors it also computes the norms, and returns false if a token's q or k holds NaN or
-// Inf; otherwise the pass computes the norms as it goes (compute_norms).
-bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h) {
-  h.regions.clear();
-  h.n = in.n_tokens;
-  h.dim = in.head_dim;
-  const int64_t n = h.n;
-  const int d = h.dim;
-  h.q_vec = in.q;
-  h.k_vec = in.k;
-  h.stride = in.stride;
-  h.q_gram = in.q;
-  h.k_gram = in.k;
-  h.gram_stride = in.stride;
-  h.q_mean.assign(d, 0.0);
-  h.k_mean.assign(d, 0.0);
-  h.q_norm2.resize(n);
-  h.k_norm2.resize(n);
-  h.q_len.resize(n);
-  h.k_len.resize(n);
-  h.k_norm2_f.resize(n);
-  h.k_len_f.resize(n);
-  h.max_c2 = h.max_inv_c2 = 0;
-  for (double c : options.scales) {
-    h.max_c2 = std::max(h.max_c2, c * c);
-    h.max_inv_c2 = std::max(h.max_inv_c2, 1.0 / (c * c));
-  }
-  h.norms_ready = false;
-  // All scope reads every key for every block of queries: contiguous copies pay for themselves.
-  // --center needs the centroids before anything else.
-  if ((options.center || options.pairs == PairScope::all) && n > 0) {
-    h.q_copy.resize(n * d);
-    h.k_copy.resize(n * d);
-    for (int64_t t = 0; t < n; ++t) {
-      std::copy_n(in.q + t * in.stride, d, h.q_copy.data() + t * d);
-      std::copy_n(in.k + t * in.stride, d, h.k_copy.data() + t * d);
-    }
-    h.q_vec = h.q_gram = h.q_copy.data();
-    h.k_vec = h.k_gram = h.k_copy.data();
-    h.stride = h.gram_stride = d;
-    if (!compute_norms(h, 0, n)) return false;  // also the finiteness check
-    h.norms_ready = true;
-  }
-  if (options.center && n > 0) {
-    for (int64_t t = 0; t < n; ++t)
-      for (int l = 0; l < d; ++l) {
-        h.q_mean[l] += h.q_copy[t * d + l];
-        h.k_mean[l] += h.k_copy[t * d + l];
-      }
-    for (int l = 0; l < d; ++l) {
-      h.q_mean[l] /= static_cast<double>(n);
-      h.k_mean[l] /= static_cast<double>(n);
-    }
-    h.q_centered.resize(n * d);
-    h.k_centered.resize(n * d);
-    const double* qm = h.q_mean.data();
-    const double* km = h.k_mean.data();
-    for (int64_t t = 0; t < n; ++t) {
-      const float* qr = h.q_copy.data() + t * d;
-      const float* kr = h.k_copy.data() + t * d;
-      double a = 0, b = 0;
-      for (int l = 0; l < d; ++l) {
-        const double u = static_cast<double>(qr[l]) - qm[l];
-        const double v = static_cast<double>(kr[l]) - km[l];
-        a += u * u;
-        b += v * v;
-        h.q_centered[t * d + l] = static_cast<float>(u);
-        h.k_centered[t * d + l] = static_cast<float>(v);
-      }
-      h.q_norm2[t] = a;
-      h.k_norm2[t] = b;
-    }
-    finish_norms(h, 0, n);
-    h.q_gram = h.q_centered.data();
-    h.k_gram = h.k_centered.data();
-  }
-
-  if (options.pairs == PairScope::all) {
-    if (n > 0) h.regions.push_back({0, n});
-  } else {
-    int64_t start = 0;
-    for (int64_t t = 1; t <= n; ++t)
-      if (t == n || in.sequence[t] != in.sequence[start]) {
-        h.regions.push_back({start, t});
-        start = t;
-      }
-  }
-  h.key_end.resize(n);
-  h.region_begin.resize(n);
-  for (const Region& r : h.regions)
-    for (int64_t i = r.begin; i < r.end; ++i) {
-      h.region_begin[i] = r.begin;
-      // Positions are sorted inside a sequence: causal keys (position <= p_i) form a prefix.
-      h.key_end[i] = options.pairs == PairScope::causal
-                         ? std::upper_bound(in.position + r.begin, in.position + r.end,
-                                            in.position[i]) - in.position
-                         : r.end;
-    }
-  return true;
-}
-
-// Keeps B = the K-th smallest of the values offered (values at or above a starting cap are
-// ignored), with amortised O(1) work per value.
-class KthSmallestBound {
- public:
-  KthSmallestBound(size_t k, double cap) : k_(k), bound_(cap) {}
-  double bound() const { return bound_; }
-  void offer(double value) {
-    if (value >= bound_) return;
-    values_.push_back(value);
-    if (values_.size() >= 2 * k_ + 1024) shrink();
-  }
-
- private:
-  void shrink() {
-    std::nth_element(values_.begin(), values_.begin() + (k_ - 1), values_.end());
-    bound_ = values_[k_ - 1];
-    values_.resize(k_);
-  }
-  size_t k_;
-  double bound_;
-  std::vector<double> values_;
 };
 
 // Scale constants and the margin of a float Gram entry: |G - x| <= gamma_D |q||k| for a float
@@ -346,7 +146,8 @@ std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConsta
   for (int64_t sample = 0; sample < n_samples; ++sample) {
     const double unit = static_cast<double>(rng.next() >> 11) * 0x1p-53;  // [0, 1)
     const int64_t p =
-        std::min(total_pairs - 1, static_cast<int64_t>((static_cast<double>(sample) + unit) * slice));
+        std::min(total_pairs - 1,
+                 static_cast<int64_t>((static_cast<double>(sample) + unit) * slice));
     while (p >= pairs_before + (h.key_end[i] - h.region_begin[i])) {
       pairs_before += h.key_end[i] - h.region_begin[i];
       ++i;
@@ -374,33 +175,6 @@ std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConsta
       uppers.push_back(sc.upper(sc.c2[s] * a + sc.inv_c2[s] * b, two_g, margin_pair));
   }
   return uppers;
-}
-
-// The values of rank `ranks` (0-based, increasing) among `values`. The ranks are small next to
-// the sample: a cut estimated on every 8th value keeps a little more than the largest rank, and
-// the selection runs on those alone (on everything, if the cut kept too few).
-std::vector<double> small_order_statistics(std::vector<double> values,
-                                           const std::vector<size_t>& ranks) {
-  const size_t top = ranks.back();
-  std::vector<double> low;
-  if (values.size() >= 64 * (top + 64)) {
-    std::vector<double> sub;
-    for (size_t t = 0; t < values.size(); t += 8) sub.push_back(values[t]);
-    const size_t at = (top + 1) * 3 / 16 + 32;  // 1.5 times the expected rank of the largest
-    std::nth_element(sub.begin(), sub.begin() + static_cast<int64_t>(at), sub.end());
-    const double cut = sub[at];
-    for (double v : values)
-      if (v <= cut) low.push_back(v);
-  }
-  if (low.size() > top) values.swap(low);
-  std::vector<double> out(ranks.size());
-  auto end = values.end();
-  for (size_t r = ranks.size(); r-- > 0;) {  // largest first: the next selection stays left
-    std::nth_element(values.begin(), values.begin() + static_cast<int64_t>(ranks[r]), end);
-    out[r] = values[ranks[r]];
-    end = values.begin() + static_cast<int64_t>(ranks[r]);
-  }
-  return out;
 }
 
 // The items of one block of queries: items[begin, end) belong to queries [first, first + rows),
@@ -511,8 +285,9 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
         const int64_t c1 = std::min(key_limit, c0 + kColBlock);
         ws.gram.resize(r1 - r0, c1 - c0);
         const Eigen::OuterStride<> gram_stride(h.gram_stride);
-        ws.gram.noalias() = RowsF(h.q_gram + r0 * h.gram_stride, r1 - r0, dim, gram_stride) *
-                            RowsF(h.k_gram + c0 * h.gram_stride, c1 - c0, dim, gram_stride).transpose();
+        const RowsF queries(h.q_gram + r0 * h.gram_stride, r1 - r0, dim, gram_stride);
+        const RowsF keys(h.k_gram + c0 * h.gram_stride, c1 - c0, dim, gram_stride);
+        ws.gram.noalias() = queries * keys.transpose();
         for (int64_t i = r0; i < r1; ++i) {
           const int64_t width = std::min(c1, h.key_end[i]) - c0;
           if (width <= 0) continue;
@@ -679,44 +454,6 @@ void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size
   }
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  size_t mid = v.size() / 2;
-  std::nth_element(v.begin(), v.begin() + mid, v.end());
-  double upper = v[mid];
-  if (v.size() % 2 == 1) return upper;
-  double lower = *std::max_element(v.begin(), v.begin() + mid);
-  return (lower + upper) / 2;
-}
-
-// v[lo] + frac (v[lo + 1] - v[lo]) of the sorted values (v[lo] alone when lo is the last).
-// The values barely outnumber lo, so the order statistics sit among the few largest: a small
-// heap over one pass finds them without reordering everything.
-double interpolated_order_statistic(std::vector<double>& values, int64_t lo, double frac) {
-  const auto n = static_cast<int64_t>(values.size());
-  const int64_t from_top = n - lo;  // v[lo] is the from_top-th largest
-  double v_lo, v_hi;
-  if (from_top <= 4096) {
-    std::priority_queue<double, std::vector<double>, std::greater<double>> largest;
-    for (double v : values) {
-      if (static_cast<int64_t>(largest.size()) < from_top) {
-        largest.push(v);
-      } else if (v > largest.top()) {
-        largest.pop();
-        largest.push(v);
-      }
-    }
-    v_lo = largest.top();
-    largest.pop();
-    v_hi = largest.empty() ? v_lo : largest.top();
-  } else {
-    std::nth_element(values.begin(), values.begin() + lo, values.end());
-    v_lo = values[lo];
-    v_hi = lo + 1 < n ? *std::min_element(values.begin() + lo + 1, values.end()) : v_lo;
-  }
-  return v_lo + frac * (v_hi - v_lo);
-}
-
 // The head in ws.head (prepared); nothing when a token's q or k holds NaN or Inf.
 std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
                                                  const MetricOptions& options, Workspace& ws) {
@@ -744,14 +481,16 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
     // The sample's size balances its cost (~100 cycles per pair) against the items a looser
     // cap costs (~60 cycles each, 4 relative standard deviations of the sample's count):
     // minimising 100 n + 60 K 4 / sqrt(0.035 n) gives n = (6.4 K)^(2/3).
-    const auto balanced = static_cast<int64_t>(std::pow(6.4 * static_cast<double>(need), 2.0 / 3.0));
+    const auto balanced =
+        static_cast<int64_t>(std::pow(6.4 * static_cast<double>(need), 2.0 / 3.0));
     const int64_t n_samples =
         std::min({std::max<int64_t>(balanced, 1024), int64_t{1} << 15, out.pairs / 32});
     const std::vector<double> sample = pilot_upper_bounds(h, sc, out.pairs, n_samples);
     if (sample.empty()) return std::nullopt;
-    const double expected = static_cast<double>(need) * static_cast<double>(sample.size()) / total_items;
+    const double per_item = static_cast<double>(sample.size()) / total_items;
+    const double expected = static_cast<double>(need) * per_item;
     // A cut below the lower order statistic: 4 standard deviations under its expected rank.
-    const double expected_lo = static_cast<double>(lo + 1) * static_cast<double>(sample.size()) / total_items;
+    const double expected_lo = static_cast<double>(lo + 1) * per_item;
     const double low_rank = expected_lo - 4.0 * std::sqrt(expected_lo) - 16;
     std::vector<size_t> ranks;
     if (low_rank >= 0) ranks.push_back(static_cast<size_t>(low_rank));
@@ -857,7 +596,8 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
   const double d = *out.threshold;
 
   // Step 3: weighted correlation per (query, scale) over the near keys.
-  for (const RowBlock& block : ws.blocks) add_block_correlations(ws, block, d, n_scales, r_sum, out.scales);
+  for (const RowBlock& block : ws.blocks)
+    add_block_correlations(ws, block, d, n_scales, r_sum, out.scales);
   return finish();
 }
 
