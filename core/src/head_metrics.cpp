@@ -336,33 +336,48 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
           }
         }
       }
-      // Square roots off the item step's critical path, then what the plan wants of them.
+      // Square roots off the item step's critical path (a vector loop), then what the plan
+      // wants of the items.
       using Kind = PassPlan::Kind;
+      double* y_col = &items.y[0];
+      int64_t block_under_cap = 0;
+#pragma omp simd reduction(+ : block_under_cap)
       for (size_t t = block_items; t < items.size; ++t) {
-        const bool counted = items.y[t] <= cap;
-        under_cap += counted;
-        const double y = std::sqrt(items.y[t]);
-        items.y[t] = y;
-        if (plan.kind == Kind::near) continue;
-        if (plan.kind == Kind::store) {  // the threshold's candidates: those above the low cut
-          if (y < low_cut)
+        block_under_cap += y_col[t] <= cap;
+        y_col[t] = std::sqrt(y_col[t]);
+      }
+      under_cap += block_under_cap;
+      // Every item with y^2 <= cap has y <= root_cap (roots are correctly rounded, so monotone);
+      // an item above the cap whose root rounds to root_cap may be counted too, which changes
+      // no order statistic: every item left out has y >= root_cap.
+      const double root_cap = std::sqrt(cap);
+      if (plan.kind == Kind::store) {
+        // The threshold's candidates: the items at or above the low cut, appended branch-free.
+        const size_t first = ws.values.size();
+        ws.values.resize(first + (items.size - block_items));
+        size_t kept = first;
+        for (size_t t = block_items; t < items.size; ++t) {
+          ws.values[kept] = y_col[t];
+          kept += y_col[t] >= low_cut;
+        }
+        ws.below_cut += static_cast<int64_t>((items.size - block_items) - (kept - first));
+        ws.values.resize(kept);
+      } else if (plan.kind != Kind::near) {
+        for (size_t t = block_items; t < items.size; ++t) {
+          const double y = y_col[t];
+          if (!(y <= root_cap)) continue;  // histogram and band see the items under the cap
+          if (y < low_cut) {
             ++ws.below_cut;
-          else
+            continue;
+          }
+          const int64_t bin = plan.bins.of(y);
+          if (plan.kind == Kind::histogram) {
+            ++ws.histogram[static_cast<size_t>(bin)];
+          } else if (bin < plan.band_first) {
+            ++ws.below_cut;
+          } else if (bin <= plan.band_last) {
             ws.values.push_back(y);
-          continue;
-        }
-        if (!counted) continue;  // histogram and band see exactly the items with y^2 <= cap
-        if (y < low_cut) {
-          ++ws.below_cut;
-          continue;
-        }
-        const int64_t bin = plan.bins.of(y);
-        if (plan.kind == Kind::histogram) {
-          ++ws.histogram[static_cast<size_t>(bin)];
-        } else if (bin < plan.band_first) {
-          ++ws.below_cut;
-        } else if (bin <= plan.band_last) {
-          ws.values.push_back(y);
+          }
         }
       }
       const RowBlock block{block_items, items.size, r0, r1 - r0};
