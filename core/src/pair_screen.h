@@ -4,8 +4,8 @@
 // y^2 = c^2 a + b / c^2 - 2 q.k. Its smallest value over the grid, M(a, b) - 2 q.k with
 // M = min_c (c^2 a + b / c^2), bounds every item of the pair from below. This file evaluates that
 // bound in float, 16 pairs per instruction, with every rounding pushed towards admitting the pair:
-// a pair it rejects provably has no item under the bound (the exact double test in
-// head_metrics.cpp then decides per scale). The error analysis is in admit_threshold's comment.
+// a pair it rejects provably has no item under the bound (the double test of exact_pair.h then
+// decides per scale). The error analysis is in pair_slack's comment.
 #pragma once
 
 #include <algorithm>
@@ -18,9 +18,8 @@
 
 namespace qkscope::detail {
 
-// Per-row constants of the float screen. `enabled` is false when a magnitude could overflow
-// float: then every pair is admitted and the double test does all the work (only absurd inputs,
-// norms beyond ~1e18, take that path).
+// Per-row constants of the float screen. Where a magnitude could overflow float (norms beyond
+// ~1e18, see float_screen_safe) the screen is skipped: every pair goes to the double test.
 struct RowScreen {
   // Per scale, padded to a multiple of 8 by repeating scale 0.
   std::vector<float> c2_a;    // c^2 a
