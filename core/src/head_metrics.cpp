@@ -44,6 +44,10 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Relative slack for double rounding in norms, in the screen's arithmetic and in the direct
 // recomputation: all are ~1e-15 of the magnitudes involved.
 constexpr double kDoubleSlack = 1e-12;
+// Absolute slack of a Gram entry's margin: where products fall among float's subnormals the
+// rounding error is absolute (2^-150 each), not relative; 2^-120 covers any head dimension and
+// only matters for vectors with norms under ~1e-30.
+constexpr double kUnderflowSlack = 0x1p-120;
 
 // The (pair, scale) items whose exact distance may be under the screen's bound, as columns
 // (the item step writes them with vector stores). `y` holds y^2 until its row block's square
@@ -170,7 +174,7 @@ std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConsta
     const double a = h.norms_ready ? h.q_norm2[pairs[t].first] : dot_in_double(q, q, h.dim);
     const double b = h.norms_ready ? h.k_norm2[pairs[t].second] : dot_in_double(k, k, h.dim);
     if (!std::isfinite(a) || !std::isfinite(b)) return {};  // NaN or Inf: the caller sees it
-    const double margin_pair = sc.rel * std::sqrt(a) * std::sqrt(b);
+    const double margin_pair = sc.rel * std::sqrt(a) * std::sqrt(b) + kUnderflowSlack;
     for (size_t s = 0; s < sc.c2.size(); ++s)
       uppers.push_back(sc.upper(sc.c2[s] * a + sc.inv_c2[s] * b, two_g, margin_pair));
   }
@@ -196,6 +200,7 @@ struct QueryScaleMoments {
 struct Workspace {
   PreparedHead head;
   RowMatrixF gram;
+  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> gram_double;
   std::vector<float> slack;
   std::vector<uint32_t> admitted;
   std::vector<double> q_dist, q_dot;
@@ -283,15 +288,22 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
       const size_t block_items = items.size;
       for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
         const int64_t c1 = std::min(key_limit, c0 + kColBlock);
-        ws.gram.resize(r1 - r0, c1 - c0);
+        // With norms beyond float's range (float_screen_safe) the float GEMM would overflow:
+        // those regions take the Gram in double (absurd inputs only, so speed does not matter).
+        if (float_screen) ws.gram.resize(r1 - r0, c1 - c0);
         const Eigen::OuterStride<> gram_stride(h.gram_stride);
         const RowsF queries(h.q_gram + r0 * h.gram_stride, r1 - r0, dim, gram_stride);
         const RowsF keys(h.k_gram + c0 * h.gram_stride, c1 - c0, dim, gram_stride);
-        ws.gram.noalias() = queries * keys.transpose();
+        if (float_screen)
+          ws.gram.noalias() = queries * keys.transpose();
+        else
+          ws.gram_double.noalias() = queries.cast<double>() * keys.cast<double>().transpose();
         for (int64_t i = r0; i < r1; ++i) {
           const int64_t width = std::min(c1, h.key_end[i]) - c0;
           if (width <= 0) continue;
-          const float* g = ws.gram.data() + (i - r0) * (c1 - c0);
+          const float* g = float_screen ? ws.gram.data() + (i - r0) * (c1 - c0) : nullptr;
+          const double* g_double =
+              float_screen ? nullptr : ws.gram_double.data() + (i - r0) * (c1 - c0);
           // A bound read once per row may be stale (higher): that only admits extra items.
           const double bound = tighten ? kth.bound() : cap;
           const double a = h.q_norm2[i];
@@ -317,8 +329,9 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
           items.make_room(static_cast<size_t>(n_admitted) * n_padded);
           for (int64_t u = 0; u < n_admitted; ++u) {
             const int64_t j = c0 + ws.admitted[u];
-            const double two_g = 2.0 * static_cast<double>(g[ws.admitted[u]]);
-            const double margin_pair = rel_q * h.k_len[j];
+            const double two_g =
+                2.0 * (g ? static_cast<double>(g[ws.admitted[u]]) : g_double[ws.admitted[u]]);
+            const double margin_pair = rel_q * h.k_len[j] + kUnderflowSlack;
             const double b = h.k_norm2[j];
             if (tighten)
               for (size_t s = 0; s < n_scales; ++s) {

@@ -339,6 +339,32 @@ TEST(BruteForcePrecisionTest, WideCancellingAll) {
   expect_same(compute_ctable(data, o), brute_force(data, o));
 }
 
+// Magnitudes at the ends of float's range: norms whose squares overflow float (the float screen
+// must stand aside) and whose squares underflow it (its absolute slack must cover the lost
+// digits). The brute force works in double, where both are ordinary.
+QkData scaled_data(uint32_t seed, float factor) {
+  QkData data = make_data(seed, 1, 2, 16, {40, 33, 51}, Structure::near_copies);
+  for (SiteData& site : data.sites) {
+    for (float& v : site.q) v *= factor;
+    for (float& v : site.k) v *= factor;
+  }
+  return data;
+}
+
+TEST(BruteForcePrecisionTest, NormsBeyondFloatRange) {
+  QkData data = scaled_data(41, 1e19f);
+  MetricOptions o;
+  o.pairs = PairScope::all;
+  expect_same(compute_ctable(data, o), brute_force(data, o));
+}
+
+TEST(BruteForcePrecisionTest, NormsUnderFloatRange) {
+  QkData data = scaled_data(42, 1e-21f);
+  MetricOptions o;
+  o.pairs = PairScope::all;
+  expect_same(compute_ctable(data, o), brute_force(data, o));
+}
+
 // Many tokens in `all` scope: several Gram blocks per head and a running bound that shrinks many
 // times, still exact.
 TEST(BruteForceLargeTest, AllScopeAcrossManyBlocks) {
