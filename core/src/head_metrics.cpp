@@ -112,9 +112,11 @@ struct ScreenConstants {
     }
     table.n_padded = table.c2.size();
     table.bound_slack = kDoubleSlack;
-    // Error of the identity in double, relative to c^2 a + b / c^2 + 2 |x|: the squared norms
-    // and the dot product are sums of `dim` products (gamma_dim each), plus four roundings.
-    table.identity_error = (dim + 4) * std::ldexp(1.0, -53) * 1.01;
+    // Error of the identity in double, relative to mag = c^2 a + b / c^2 (the bound multiplies
+    // mag + 2|x| >= mag): a, b and x are sums of `dim` products, each within gamma_dim of the
+    // sum of its terms' magnitudes, so c^2 a + b / c^2 is within dim u mag and 2x within
+    // dim u mag (2 |q||k| <= mag); c^2, 1/c^2, the products and the sums add a few roundings.
+    table.identity_error = (2 * dim + 8) * std::ldexp(1.0, -53) * 1.01;
     rel = 2.0 * 2.0 * (dim + 3) * std::ldexp(1.0, -24) * 1.01;
   }
   double upper(double mag, double two_g, double margin_pair) const {
