@@ -1,5 +1,12 @@
 #include "qkscope/qk_store.h"
 
+#if defined(__unix__)
+#include <sys/mman.h>
+#endif
+
+#include <cstdlib>
+#include <new>
+
 #include <algorithm>
 #include <iterator>
 
@@ -28,15 +35,46 @@ std::vector<std::pair<int64_t, std::vector<int64_t>>> group_by_sequence(const Qk
 }
 
 // Copies the rows `tokens` of a [n, H, D] array.
-std::vector<float> gather_rows(const float* src, const std::vector<int64_t>& tokens,
-                               size_t row_size) {
-  std::vector<float> out(tokens.size() * row_size);
+std::vector<float, detail::PageAllocator<float>> gather_rows(const float* src,
+                                                            const std::vector<int64_t>& tokens,
+                                                            size_t row_size) {
+  std::vector<float, detail::PageAllocator<float>> out(tokens.size() * row_size);
   for (size_t i = 0; i < tokens.size(); ++i)
     std::copy_n(src + tokens[i] * row_size, row_size, out.data() + i * row_size);
   return out;
 }
 
 }  // namespace
+
+namespace detail {
+
+// Blocks under 64 kB come from malloc: mapping them would waste most of a page each.
+constexpr size_t kMapAtLeast = size_t{64} << 10;
+
+void* map_pages(size_t bytes) {
+#if defined(__unix__)
+  if (bytes >= kMapAtLeast) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    return p;
+  }
+#endif
+  void* p = std::malloc(bytes > 0 ? bytes : 1);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void unmap_pages(void* p, size_t bytes) {
+#if defined(__unix__)
+  if (bytes >= kMapAtLeast) {
+    munmap(p, bytes);
+    return;
+  }
+#endif
+  std::free(p);
+}
+
+}  // namespace detail
 
 QkStore::QkStore(StoreOptions options) : options_(options) {
   QKSCOPE_CHECK_AS(UsageError, !options_.max_tokens || *options_.max_tokens > 0,
@@ -222,8 +260,8 @@ QkData QkStore::take() {
       out.q.insert(out.q.end(), entry->q[slot].begin(), entry->q[slot].end());
       out.k.insert(out.k.end(), entry->k[slot].begin(), entry->k[slot].end());
       // Free as we go, so take() needs little more memory than the store itself.
-      std::vector<float>().swap(entry->q[slot]);
-      std::vector<float>().swap(entry->k[slot]);
+      RowBuffer().swap(entry->q[slot]);
+      RowBuffer().swap(entry->k[slot]);
     }
     data.sites.push_back(std::move(out));
   }
