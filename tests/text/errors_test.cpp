@@ -81,6 +81,12 @@ TEST(TokenizerErrorsTest, MalformedJsonNamesFile) {
   const std::string msg = message_of<FormatError>([&] { load_tokenizer_json(path); });
   EXPECT_CONTAINS(msg, path.string());
   EXPECT_CONTAINS(msg, "malformed JSON");
+  // A number past double's range is nlohmann's out_of_range, not a parse_error (found by the
+  // tokenizer.json fuzzer: it escaped the loader).
+  const auto overflow = dir.write("overflow.json", "{\"model\": 70000000e0000000000010000000000000}");
+  const std::string overflow_msg = message_of<FormatError>([&] { load_tokenizer_json(overflow); });
+  EXPECT_CONTAINS(overflow_msg, overflow.string());
+  EXPECT_CONTAINS(overflow_msg, "number overflow");
   const auto not_object = dir.write("array.json", "[1, 2]");
   EXPECT_CONTAINS(message_of<FormatError>([&] { load_tokenizer_json(not_object); }),
                   not_object.string());

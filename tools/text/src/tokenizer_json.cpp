@@ -350,7 +350,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::filesystem::path& path
       }
       return true;
     });
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse errors, and numbers too large for a double
     src.fail(fmt::format("malformed JSON: {}", e.what()));
   }
   if (!root.is_object()) src.fail("a tokenizer.json must hold a JSON object");
