@@ -19,10 +19,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <memory>
-#include <queue>
 
 #include <Eigen/Core>
 
@@ -92,18 +90,17 @@ struct ItemColumns {
 // dot product, plus 2u for rounding the vectors to float; doubled for safety and again because
 // y^2 carries -2x.
 struct ScreenConstants {
-  std::vector<double> c2, inv_c2;  // by grid index
-  ScaleTable table;                // the same, padded, for the item step
+  ScaleTable table;  // the grid, padded to a multiple of 8 scales
+  size_t n_scales = 0;
   double rel = 0;
   ScreenConstants(const MetricOptions& o, int dim) {
     for (double s : o.scales) {
-      c2.push_back(s * s);
-      inv_c2.push_back(1.0 / (s * s));
       table.c.push_back(s);
       table.inv_c.push_back(1.0 / s);
+      table.c2.push_back(s * s);
+      table.inv_c2.push_back(1.0 / (s * s));
     }
-    table.c2 = c2;
-    table.inv_c2 = inv_c2;
+    n_scales = o.scales.size();
     while (table.c2.size() % 8 != 0) {
       table.c.push_back(1.0);
       table.inv_c.push_back(1.0);
@@ -161,7 +158,7 @@ std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConsta
     pairs[static_cast<size_t>(sample)] = {i, h.region_begin[i] + (p - pairs_before)};
   }
   std::vector<double> uppers;
-  uppers.reserve(pairs.size() * sc.c2.size());
+  uppers.reserve(pairs.size() * sc.n_scales);
   constexpr size_t kAhead = 8;
   for (size_t t = 0; t < pairs.size(); ++t) {
     if (t + kAhead < pairs.size())
@@ -177,8 +174,8 @@ std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConsta
     const double b = h.norms_ready ? h.k_norm2[pairs[t].second] : dot_in_double(k, k, h.dim);
     if (!std::isfinite(a) || !std::isfinite(b)) return {};  // NaN or Inf: the caller sees it
     const double margin_pair = sc.rel * std::sqrt(a) * std::sqrt(b) + kUnderflowSlack;
-    for (size_t s = 0; s < sc.c2.size(); ++s)
-      uppers.push_back(sc.upper(sc.c2[s] * a + sc.inv_c2[s] * b, two_g, margin_pair));
+    for (size_t s = 0; s < sc.n_scales; ++s)
+      uppers.push_back(sc.upper(sc.table.c2[s] * a + sc.table.inv_c2[s] * b, two_g, margin_pair));
   }
   return uppers;
 }
@@ -258,7 +255,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
   const double cap = plan.cap;
   const bool tighten = plan.tighten;
   const double low_cut = plan.low_cut;
-  const size_t n_scales = sc.c2.size();
+  const size_t n_scales = sc.n_scales;
   const size_t n_padded = sc.table.n_padded;
   const int dim = h.dim;
   KthSmallestBound kth(need, cap);
@@ -277,7 +274,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
   row.c2_a.resize(n_padded);
   row.inv_c2.resize(n_padded);
   for (size_t s = 0; s < n_padded; ++s)
-    row.inv_c2[s] = static_cast<float>(sc.inv_c2[s < n_scales ? s : 0]);
+    row.inv_c2[s] = static_cast<float>(sc.table.inv_c2[s < n_scales ? s : 0]);
   const bool centred = h.centred();
   PairVectors vectors{ws.q_dist.data(), ws.q_dot.data(), nullptr, h.k_mean.data(), dim};
 
@@ -312,7 +309,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
           int64_t n_admitted = width;
           if (float_screen) {
             for (size_t s = 0; s < n_padded; ++s)
-              row.c2_a[s] = static_cast<float>(sc.c2[s < n_scales ? s : 0] * a);
+              row.c2_a[s] = static_cast<float>(sc.table.c2[s < n_scales ? s : 0] * a);
             row.margin_per_key_len = static_cast<float>(sc.rel * h.q_len[i] * (1 + 0x1p-16));
             row.bound = static_cast<float>(bound * (1 + 0x1p-16) + 0x1p-100);
             pair_slack(row, g, h.k_norm2_f.data() + c0, h.k_len_f.data() + c0, width,
@@ -337,7 +334,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
             const double b = h.k_norm2[j];
             if (tighten)
               for (size_t s = 0; s < n_scales; ++s) {
-                const double mag = sc.c2[s] * a + sc.inv_c2[s] * b;
+                const double mag = sc.table.c2[s] * a + sc.table.inv_c2[s] * b;
                 kth.offer(sc.upper(mag, two_g, margin_pair));
               }
             vectors.k = h.k_vec + j * h.stride;
