@@ -30,7 +30,7 @@ import io  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import importlib  # noqa: E402
 from typing import Callable, Dict  # noqa: E402
 
 import torch  # noqa: E402
@@ -38,79 +38,14 @@ from torch import nn  # noqa: E402
 
 from hf_bert import BertConfig, BertModel  # noqa: E402
 from hf_distilbert import DistilBertConfig, DistilBertModel  # noqa: E402
-from hf_gpt2 import Conv1D, GPT2Config, GPT2Model  # noqa: E402
+from export_common import ATOL, Export, image_inputs, init_weights, text_inputs  # noqa: E402
+from hf_gpt2 import GPT2Config, GPT2Model  # noqa: E402
 from hf_llama import LlamaConfig, LlamaModel  # noqa: E402
 from hf_t5 import T5Config, T5EncoderModel  # noqa: E402
 from hf_vit import ViTConfig, ViTModel  # noqa: E402
 from qk_record import recording  # noqa: E402
 from safetensors_io import load_file, save_file  # noqa: E402
 from special_models import ScriptableBertModel, TokenMLP  # noqa: E402
-
-# The fixed text batch: 3 sequences RIGHT padded to 12 tokens with pad id 0.
-TEXT_LENGTHS, PAD_ID = (12, 9, 5), 0
-IMAGE_BATCH = 2
-INPUT_SEED = 1234
-ATOL = 1e-5
-
-
-@dataclass
-class Export:
-    """One model to write. `site_module` is formatted with the layer index."""
-
-    family: str
-    model: nn.Module
-    inputs: Dict[str, torch.Tensor]
-    n_layers: int
-    site_module: str = ""
-    n_heads: int = 0
-    head_dim: int = 0
-    prescale: str = "1"
-    scripted: bool = False
-    extra_metadata: Dict[str, str] = field(default_factory=dict)
-
-
-# --- weights and inputs ---------------------------------------------------------------------
-
-
-def init_weights(model):
-    """Random weights scaled so activations stay O(1) and attention logits have a spread of a
-    few units: HF's std=0.02 init would make every attention row nearly uniform."""
-    with torch.no_grad():
-        for module in model.modules():
-            for name, param in module.named_parameters(recurse=False):
-                if name == "bias":
-                    param.normal_(0.0, 0.1)
-                elif isinstance(module, nn.Embedding):
-                    param.normal_(0.0, 1.0)
-                    if module.padding_idx is not None:
-                        param[module.padding_idx].zero_()
-                elif param.dim() == 1:  # LayerNorm / RMSNorm gains
-                    param.copy_(1.0 + 0.1 * torch.randn_like(param))
-                elif isinstance(module, nn.Linear):
-                    param.normal_(0.0, module.in_features**-0.5)
-                elif isinstance(module, Conv1D):  # weight stored [in, out]
-                    param.normal_(0.0, param.shape[0] ** -0.5)
-                elif isinstance(module, nn.Conv2d):
-                    param.normal_(0.0, param[0].numel() ** -0.5)
-                else:  # ViT cls_token / position_embeddings
-                    param.normal_(0.0, 0.5)
-    return model.eval()
-
-
-def text_inputs(vocab_size, lengths=TEXT_LENGTHS):
-    """input_ids / attention_mask [len(lengths), max(lengths)]: random non-pad ids, right padding."""
-    generator = torch.Generator().manual_seed(INPUT_SEED)
-    input_ids = torch.randint(1, vocab_size, (len(lengths), max(lengths)), generator=generator)
-    attention_mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).to(torch.int64)
-    input_ids = torch.where(attention_mask.bool(), input_ids, torch.full_like(input_ids, PAD_ID))
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
-def image_inputs(config):
-    generator = torch.Generator().manual_seed(INPUT_SEED)
-    shape = (IMAGE_BATCH, config.num_channels, config.image_size, config.image_size)
-    return {"pixel_values": torch.randn(shape, generator=generator)}
-
 
 # --- the models -----------------------------------------------------------------------------
 
@@ -225,6 +160,10 @@ EXPORTS: Dict[str, Callable[[], Export]] = {
     "bert_scripted": bert_scripted_export,
     "mlp": mlp_export,
 }
+# Modules that add models (each defines EXPORTS like the one above), in this order.
+MODEL_MODULES = ()
+for _name in MODEL_MODULES:
+    EXPORTS.update(importlib.import_module(_name).EXPORTS)
 BROKEN = ("corrupt", "not_torchscript")
 ALL_NAMES = tuple(EXPORTS) + BROKEN
 
@@ -242,21 +181,27 @@ def build(name):
 # --- writing --------------------------------------------------------------------------------
 
 
-def to_torchscript(model, inputs, scripted=False):
+def to_torchscript(model, inputs, scripted=False, with_grad=False, check_trace=True):
     """Script, or trace the way HF documents for TorchScript (eval mode, positional example
-    inputs in forward's order)."""
+    inputs in forward's order). `with_grad`: trace with autograd on, as torch.nn's slow
+    attention paths need (torch.nn.MultiheadAttention takes its fused fast path otherwise)."""
     if scripted:
         return torch.jit.script(model)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.set_grad_enabled(with_grad):
         # Tracing warns about Python-level size arithmetic (HF models do the same).
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return torch.jit.trace(model, tuple(inputs.values()))
+        return torch.jit.trace(model, tuple(inputs.values()), check_trace=check_trace)
 
 
 def reference(export):
-    """Run the eager module once with the q/k recorder on: (tensors, metadata) of the ref file."""
-    with torch.no_grad(), recording() as pairs:
-        output = export.model(*export.inputs.values())[0]
+    """Run the eager module once with the q/k recorder on (or the export's own reference):
+    (tensors, metadata) of the ref file."""
+    if export.reference is not None:
+        with torch.no_grad():
+            output, pairs = export.reference()
+    else:
+        with torch.no_grad(), recording() as pairs:
+            output = export.model(*export.inputs.values())[0]
     if len(pairs) != export.n_layers:
         raise RuntimeError(f"{export.family}: recorded {len(pairs)} attention sites, expected {export.n_layers}")
     tensors = {"output": output}
@@ -270,8 +215,9 @@ def reference(export):
             raise RuntimeError(f"{export.family} layer {layer}: {shapes}, expected {expected}")
         tensors[f"layer{layer}.q"] = q
         tensors[f"layer{layer}.k"] = k
-        metadata[f"layer{layer}.module"] = export.site_module.format(layer)
-        metadata[f"layer{layer}.prescale"] = export.prescale
+        modules, prescales = export.layer_modules, export.layer_prescales
+        metadata[f"layer{layer}.module"] = modules[layer] if modules else export.site_module.format(layer)
+        metadata[f"layer{layer}.prescale"] = prescales[layer] if prescales else export.prescale
     metadata.update(export.extra_metadata)
     return tensors, metadata
 
@@ -279,7 +225,8 @@ def reference(export):
 def write_export(name, out_dir):
     export = build(name)
     tensors, metadata = reference(export)
-    module = to_torchscript(export.model, export.inputs, export.scripted)
+    module = to_torchscript(export.model, export.inputs, export.scripted, export.trace_with_grad,
+                            export.check_trace)
     torch.jit.save(module, os.path.join(out_dir, f"{name}.pt"))
     save_file(export.inputs, os.path.join(out_dir, f"{name}_inputs.safetensors"))
     save_file(tensors, os.path.join(out_dir, f"{name}_ref.safetensors"), metadata)
