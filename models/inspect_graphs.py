@@ -197,6 +197,9 @@ def inspect(out_dir, name, show_chains, show_ir):
     graph = inlined_graph(module)
     inputs, _ = load_file(os.path.join(out_dir, f"{name}_inputs.safetensors"))
     ref, metadata = load_file(os.path.join(out_dir, f"{name}_ref.safetensors"))
+    if metadata.get("inspect") == "no":  # other attention forms (forms_models.py): not this rule's
+        print(f"== {name}: skipped (ref metadata inspect=no)")
+        return []
     arg_names = [argument.name for argument in module.forward.schema.arguments[1:]]
     sites = find_sites(graph)
     print(f"== {name}: forward({', '.join(arg_names)}), {len(sites)} score matmul(s), "
