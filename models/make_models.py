@@ -36,6 +36,12 @@ from typing import Callable, Dict  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+# Debian's torch 2.x fuses CPU kernels with the TensorExpr fuser (LLVM code generation); the
+# profiling executor compiles them on a method's second call and some (a cat followed by an add,
+# as in ViT's embeddings) never finish compiling. The models need no fusion: off, as qkscope's
+# CaptureModule::load does (--check runs every model more than once).
+torch._C._jit_set_texpr_fuser_enabled(False)
+
 from hf_bert import BertConfig, BertModel  # noqa: E402
 from hf_distilbert import DistilBertConfig, DistilBertModel  # noqa: E402
 from export_common import ATOL, Export, image_inputs, init_weights, text_inputs  # noqa: E402
@@ -60,6 +66,8 @@ def bert_export(model_class=BertModel, config=None):
         site_module="encoder.layer.{}.attention.self",
         n_heads=config.num_attention_heads,
         head_dim=config.hidden_size // config.num_attention_heads,
+        # scores / math.sqrt(head_dim) after the product (SPEC 1: prescale covers the scores too).
+        prescale=repr(1 / math.sqrt(config.hidden_size // config.num_attention_heads)),
     )
 
 
@@ -79,6 +87,8 @@ def gpt2_export():
         site_module="h.{}.attn",
         n_heads=config.n_head,
         head_dim=config.n_embd // config.n_head,
+        # scores / torch.full([], v.size(-1) ** 0.5): a float32 divisor computed from a size.
+        prescale=repr(1 / torch.tensor((config.n_embd // config.n_head) ** 0.5, dtype=torch.float32).item()),
     )
 
 
@@ -108,6 +118,7 @@ def llama_export():
         site_module="layers.{}.self_attn",
         n_heads=config.num_attention_heads,
         head_dim=config.hidden_size // config.num_attention_heads,
+        prescale=repr(1 / math.sqrt(config.hidden_size // config.num_attention_heads)),
         extra_metadata={"n_kv_heads": str(config.num_key_value_heads)},
     )
 
@@ -140,6 +151,7 @@ def vit_export():
         site_module="encoder.layer.{}.attention.attention",
         n_heads=config.num_attention_heads,
         head_dim=config.hidden_size // config.num_attention_heads,
+        prescale=repr(1 / math.sqrt(config.hidden_size // config.num_attention_heads)),
     )
 
 

@@ -24,20 +24,20 @@ struct CaptureModule::State {
   int mask_argument = -1;  // index into forward's inputs (without self), -1 when absent
   int ids_argument = -1;
 
-  // Sites with the sizes learnt from the first forward that reached them.
+  // Sites with what the first forward that reached them told: sizes, layer numbers of sites
+  // in control flow, shape-derived scales.
   mutable std::mutex mutex;
   std::vector<SiteDescription> sites;
+  int next_layer = 0;                    // the next layer number to give (sites in branches)
   std::atomic<bool> sizes_known{false};  // set once a forward with a session has completed
 
   std::vector<SiteDescription> snapshot() const {
     std::lock_guard<std::mutex> lock(mutex);
     return sites;
   }
-  void record_sizes(int site, int n_heads, int head_dim) {
-    std::lock_guard<std::mutex> lock(mutex);
-    sites[site].n_heads = n_heads;
-    sites[site].head_dim = head_dim;
-  }
+  // Records what a forward found at `site`; returns the site's description. Throws when a scale
+  // the graph computes differs from the one an earlier forward found (not a constant).
+  SiteDescription reach(int site, int n_heads, int head_dim, double prescale);
 };
 
 namespace detail {
@@ -50,7 +50,8 @@ class ForwardContext {
                  const std::vector<c10::IValue>& inputs, const std::vector<int64_t>* sequences);
 
   // Called by the capture op. Never throws: the first error is kept for finish().
-  void capture(const at::Tensor& q, const at::Tensor& k, int64_t site) noexcept;
+  void capture(const at::Tensor& q, const at::Tensor& k, int64_t site, double prescale,
+               double q_unscale, double k_unscale) noexcept;
 
   // After the forward: rethrows a capture error, waits for device copies, delivers what was
   // deferred.
@@ -58,14 +59,13 @@ class ForwardContext {
 
  private:
   struct Pending {
-    int site = 0;
     SiteDescription description;
     std::vector<int> heads;
     at::Tensor q, k;  // [n, H', D] float, host (pinned when copied from a device)
   };
 
-  void bind_tokens(const at::Tensor& q);
-  at::Tensor gather(const at::Tensor& t, const at::Tensor& head_index);
+  void bind_tokens(int64_t batch, int64_t q_len, int64_t k_len, int site);
+  at::Tensor gather(const at::Tensor& t, const at::Tensor& head_index, bool keys);
   void deliver(const Pending& p);
 
   CaptureModule::State& module_;
@@ -78,14 +78,16 @@ class ForwardContext {
   c10::Device device_ = c10::kCPU;      // device of the last captured site
   std::exception_ptr error_;
 
-  // Tokens of this forward, fixed by the first captured site.
-  at::Tensor mask_;  // [B, S] bool on CPU, or undefined
-  at::Tensor ids_;   // [B, S] int64 on CPU, or undefined
+  // Tokens of this forward, fixed by the first captured site. The mask (or the ids) spans the
+  // whole sequence so far, L columns; q holds the last Tq of them (Tq < L when decoding with a
+  // key/value cache) and k the last Tk (L with the cache, or Tq).
+  at::Tensor mask_;  // [B, L] bool on CPU, or undefined
+  at::Tensor ids_;   // [B, L] or [B, Tq] int64 on CPU, or undefined
   bool tokens_bound_ = false;
-  int64_t batch_ = -1, seq_len_ = -1;
-  bool all_valid_ = true;
-  at::Tensor row_index_, pos_index_;                  // [n] int64 on CPU
-  at::Tensor row_index_dev_, pos_index_dev_;          // the same on device_
+  int64_t batch_ = -1, total_len_ = -1, q_len_ = -1, k_len_ = -1;
+  bool all_valid_ = true;  // every column of q and k is a real token, no cache: plain views
+  at::Tensor row_index_, q_col_index_, k_col_index_;  // [n] int64 on CPU
+  at::Tensor row_index_dev_, q_col_index_dev_, k_col_index_dev_;  // the same on device_
   std::vector<int64_t> sequence_, position_, token_id_;  // [n] each (token_id_ may be empty)
 
   std::vector<Pending> pending_;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 
 #include "capture_context.h"
 #include "qkscope/error.h"
@@ -19,10 +20,11 @@ namespace {
 thread_local ForwardContext* tls_forward = nullptr;
 
 // The kernel. Without an active forward on this thread: one thread_local load and a return.
-void capture_kernel(const at::Tensor& q, const at::Tensor& k, int64_t site) {
+void capture_kernel(const at::Tensor& q, const at::Tensor& k, int64_t site, double prescale,
+                    double q_unscale, double k_unscale) {
   ForwardContext* context = tls_forward;
   if (context == nullptr) return;
-  context->capture(q, k, site);
+  context->capture(q, k, site, prescale, q_unscale, k_unscale);
 }
 
 std::vector<int64_t> to_vector(const at::Tensor& t) {
@@ -31,11 +33,57 @@ std::vector<int64_t> to_vector(const at::Tensor& t) {
   return std::vector<int64_t>(p, p + c.numel());
 }
 
+// An operand as [B, H, T, D] (a view where the layout allows one). Heads folded into the batch
+// are unfolded with the input batch size.
+at::Tensor to_bhtd(const at::Tensor& t, const OperandLayout& layout, int64_t batch) {
+  if (!layout.heads_folded) return t.permute({layout.batch, layout.head, layout.token, layout.dim});
+  std::vector<int64_t> sizes(t.sizes().begin(), t.sizes().end());
+  const int64_t folded = sizes[layout.batch];
+  sizes[layout.batch] = folded / batch;
+  sizes.insert(sizes.begin() + layout.batch, batch);
+  at::Tensor unfolded = t.reshape(sizes);  // axis batch -> (batch, head)
+  auto shift = [&](int axis) { return axis > layout.batch ? axis + 1 : axis; };
+  return unfolded.permute({layout.batch, layout.batch + 1, shift(layout.token), shift(layout.dim)});
+}
+
+// Whether `t` can be the operand `layout` describes (rank, folded batch divisible).
+bool fits(const at::Tensor& t, const OperandLayout& layout, int64_t batch) {
+  if (t.dim() != layout.rank) return false;
+  if (!layout.heads_folded) return true;
+  return batch > 0 && t.size(layout.batch) % batch == 0;
+}
+
 }  // namespace
 
 ForwardContext* active_forward() { return tls_forward; }
 void set_active_forward(ForwardContext* context) { tls_forward = context; }
 void ensure_capture_op_registered() {}
+
+}  // namespace qkscope::detail
+
+namespace qkscope {
+
+SiteDescription CaptureModule::State::reach(int site, int n_heads, int head_dim, double prescale) {
+  std::lock_guard<std::mutex> lock(mutex);
+  SiteDescription& d = sites.at(site);
+  if (d.layer < 0) d.layer = next_layer++;
+  d.n_heads = n_heads;
+  d.head_dim = head_dim;
+  if (!d.prescale_known) {
+    QKSCOPE_CHECK(std::isfinite(prescale) && prescale > 0,
+                  "model '{}', site {} ({}): the score scale computed in the graph is {}: "
+                  "expected a positive finite factor", name, site, d.module, prescale);
+    d.prescale = prescale;
+    d.prescale_known = true;
+  }
+  QKSCOPE_CHECK(std::abs(d.prescale - prescale) <= 1e-12 * std::abs(d.prescale),
+                "model '{}', site {} ({}): the score scale was {} in an earlier forward and is {} "
+                "now: not a constant scale, so q and k cannot be recorded unscaled", name, site,
+                d.module, d.prescale, prescale);
+  return d;
+}
+
+namespace detail {
 
 ForwardContext::ForwardContext(CaptureModule::State& module, CaptureSink& sink,
                                CaptureSession& session, const std::vector<c10::IValue>& inputs,
@@ -55,22 +103,28 @@ ForwardContext::ForwardContext(CaptureModule::State& module, CaptureSink& sink,
     mask_ = m.ne(0);
   if (at::Tensor ids = token_input(module_.ids_argument, module_.options.ids_argument); ids.defined())
     ids_ = ids.to(at::kLong);
-  QKSCOPE_CHECK(!mask_.defined() || !ids_.defined() || mask_.sizes() == ids_.sizes(),
-                "model '{}': {} is {} but {} is {}", module_.name, module_.options.mask_argument,
+  // The mask may be longer than the ids: a decoder step with a key/value cache gets the new
+  // tokens' ids and the mask of the whole sequence so far.
+  QKSCOPE_CHECK(!mask_.defined() || !ids_.defined() ||
+                    (mask_.size(0) == ids_.size(0) && mask_.size(1) >= ids_.size(1)),
+                "model '{}': {} is {} but {} is {}: expected the same rows, and the mask at "
+                "least as long as the ids", module_.name, module_.options.mask_argument,
                 shape_string(mask_.sizes()), module_.options.ids_argument,
                 shape_string(ids_.sizes()));
   if (!defer_) sink_.prepare(sites_);
 }
 
-void ForwardContext::bind_tokens(const at::Tensor& q) {
+void ForwardContext::bind_tokens(int64_t batch, int64_t q_len, int64_t k_len, int site) {
   const at::Tensor& tokens = mask_.defined() ? mask_ : ids_;
-  if (tokens.defined()) {
-    batch_ = tokens.size(0);
-    seq_len_ = tokens.size(1);
-  } else {
-    batch_ = q.size(0);
-    seq_len_ = q.size(2);
-  }
+  batch_ = tokens.defined() ? tokens.size(0) : batch;
+  total_len_ = tokens.defined() ? tokens.size(1) : q_len;
+  q_len_ = q_len;
+  k_len_ = k_len;
+  QKSCOPE_CHECK(batch == batch_ && q_len <= total_len_ && (k_len == total_len_ || k_len == q_len),
+                "model '{}', site {}: {} queries and {} keys per row for a batch of {} rows "
+                "of {} tokens: expected as many queries as new tokens, and keys for the new "
+                "tokens or for the whole sequence", module_.name, site, q_len, k_len, batch_,
+                total_len_);
   int64_t first = 0;
   if (explicit_sequences_ != nullptr) {
     QKSCOPE_CHECK(static_cast<int64_t>(explicit_sequences_->size()) == batch_,
@@ -79,39 +133,55 @@ void ForwardContext::bind_tokens(const at::Tensor& q) {
   } else {
     first = session_.take_sequences(batch_);
   }
+  // The new tokens are the last q_len columns of the sequence so far.
+  const int64_t new_begin = total_len_ - q_len;
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  at::Tensor columns, position;
   if (mask_.defined()) {
-    at::Tensor nz = mask_.nonzero();  // [n, 2], row-major order: by row, then position
+    at::Tensor window = mask_.narrow(1, new_begin, q_len);
+    at::Tensor nz = window.nonzero();  // [n, 2], row-major order: by row, then column
     row_index_ = nz.select(1, 0).contiguous();
-    pos_index_ = nz.select(1, 1).contiguous();
-    all_valid_ = row_index_.numel() == batch_ * seq_len_;
+    columns = nz.select(1, 1) + new_begin;
+    // A token's position is its index among its row's real tokens, whichever side the padding
+    // is on (SPEC 1).
+    at::Tensor rank = mask_.to(at::kLong).cumsum(1) - 1;
+    position = rank.index({row_index_, columns});
+    all_valid_ = q_len == total_len_ && k_len == total_len_ && row_index_.numel() == batch_ * q_len;
   } else {
-    auto opts = at::TensorOptions().dtype(at::kLong);
-    row_index_ = at::arange(batch_, opts).repeat_interleave(seq_len_);
-    pos_index_ = at::arange(seq_len_, opts).repeat({batch_});
-    all_valid_ = true;
+    row_index_ = at::arange(batch_, opts).repeat_interleave(q_len);
+    columns = at::arange(new_begin, total_len_, opts).repeat({batch_});
+    position = columns;
+    all_valid_ = q_len == total_len_ && k_len == total_len_;
   }
-  position_ = to_vector(pos_index_);
+  q_col_index_ = (columns - new_begin).contiguous();
+  k_col_index_ = (columns - (total_len_ - k_len)).contiguous();
+  position_ = to_vector(position);
   sequence_ = to_vector(row_index_);
   for (int64_t& s : sequence_) s = explicit_sequences_ ? (*explicit_sequences_)[s] : first + s;
-  if (ids_.defined()) token_id_ = to_vector(ids_.index({row_index_, pos_index_}));
+  if (ids_.defined()) {
+    // ids of the whole sequence, or of the new tokens only.
+    const int64_t ids_begin = ids_.size(1) == total_len_ ? 0 : total_len_ - ids_.size(1);
+    token_id_ = to_vector(ids_.index({row_index_, columns - ids_begin}));
+  }
   tokens_bound_ = true;
 }
 
-at::Tensor ForwardContext::gather(const at::Tensor& t, const at::Tensor& head_index) {
+at::Tensor ForwardContext::gather(const at::Tensor& t, const at::Tensor& head_index, bool keys) {
   using at::indexing::Slice;
   const int64_t n_heads = head_index.defined() ? head_index.numel() : t.size(1);
   at::Tensor out;
   if (all_valid_ && !head_index.defined()) {
     // Every token, every head: the [B, S, H, D] view, copied only when not already contiguous.
-    out = t.permute({0, 2, 1, 3}).contiguous().view({batch_ * seq_len_, n_heads, t.size(3)});
+    out = t.permute({0, 2, 1, 3}).contiguous().view({batch_ * t.size(2), n_heads, t.size(3)});
   } else {
     const at::Tensor& rows = t.is_cpu() ? row_index_ : row_index_dev_;
-    const at::Tensor& pos = t.is_cpu() ? pos_index_ : pos_index_dev_;
+    const at::Tensor& cols = keys ? (t.is_cpu() ? k_col_index_ : k_col_index_dev_)
+                                  : (t.is_cpu() ? q_col_index_ : q_col_index_dev_);
     if (head_index.defined()) {
-      // One gather: rows [n,1] x heads [1,H'] x positions [n,1] -> [n, H', D].
-      out = t.index({rows.unsqueeze(1), head_index.to(t.device()).unsqueeze(0), pos.unsqueeze(1)});
+      // One gather: rows [n,1] x heads [1,H'] x columns [n,1] -> [n, H', D].
+      out = t.index({rows.unsqueeze(1), head_index.to(t.device()).unsqueeze(0), cols.unsqueeze(1)});
     } else {
-      out = t.index({rows, Slice(), pos});  // [n, H, D]
+      out = t.index({rows, Slice(), cols});  // [n, H, D]
     }
   }
   if (out.scalar_type() != at::kFloat) out = out.to(at::kFloat);
@@ -123,31 +193,49 @@ at::Tensor ForwardContext::gather(const at::Tensor& t, const at::Tensor& head_in
   return out;
 }
 
-void ForwardContext::capture(const at::Tensor& q, const at::Tensor& k, int64_t site) noexcept {
+void ForwardContext::capture(const at::Tensor& q_operand, const at::Tensor& k_operand,
+                             int64_t site, double prescale, double q_unscale,
+                             double k_unscale) noexcept {
   if (error_) return;
   try {
     QKSCOPE_ASSERT(site >= 0 && site < static_cast<int64_t>(sites_.size()));
-    // A site accepted from the graph's structure alone (scripted graphs carry no shapes) that
-    // turns out not to be 4-D attention at run time is not captured.
-    if (q.dim() != 4 || k.dim() != 4) return;
-    SiteDescription& description = sites_[site];
+    SiteDescription description = sites_[site];
+    const at::Tensor& tokens = mask_.defined() ? mask_ : ids_;
+    // Heads folded into the batch are unfolded with the input's batch size; 4-D operands give it.
+    const int64_t batch = tokens.defined() ? tokens.size(0)
+                          : description.q_layout.heads_folded
+                              ? -1
+                              : q_operand.size(description.q_layout.batch);
+    // A product accepted from the graph's structure alone (loaded graphs carry no shapes) whose
+    // operands turn out not to have the form's ranks is not attention of that form.
+    if (!fits(q_operand, description.q_layout, batch) ||
+        !fits(k_operand, description.k_layout, batch)) {
+      QKSCOPE_CHECK(!description.q_layout.heads_folded || batch > 0,
+                    "model '{}', site {} ({}): heads are folded into the batch ({}) and the model "
+                    "has no '{}' or '{}' input to tell the batch size", module_.name, site,
+                    description.module, description.kind, module_.options.mask_argument,
+                    module_.options.ids_argument);
+      return;
+    }
+    const at::Tensor q = to_bhtd(q_operand, description.q_layout, batch);
+    const at::Tensor k = to_bhtd(k_operand, description.k_layout, batch);
     const int64_t n_heads = q.size(1), head_dim = q.size(3), kv_heads = k.size(1);
     QKSCOPE_CHECK(k.size(0) == q.size(0) && k.size(3) == head_dim && kv_heads > 0 &&
                       n_heads % kv_heads == 0,
                   "model '{}', site {}: q {} and k {} are not [batch, heads, seq, head_dim] "
                   "attention operands", module_.name, site, shape_string(q.sizes()),
                   shape_string(k.sizes()));
-    if (description.n_heads != n_heads || description.head_dim != head_dim) {
-      description.n_heads = static_cast<int>(n_heads);
-      description.head_dim = static_cast<int>(head_dim);
-      module_.record_sizes(static_cast<int>(site), description.n_heads, description.head_dim);
+    if (description.scale_at.find("sdpa-default") != std::string::npos)
+      prescale /= std::sqrt(static_cast<double>(head_dim));
+    if (description.layer < 0 || description.n_heads != n_heads ||
+        description.head_dim != head_dim || !description.prescale_known ||
+        description.prescale != prescale) {
+      description = module_.reach(static_cast<int>(site), static_cast<int>(n_heads),
+                                  static_cast<int>(head_dim), prescale);
+      sites_[site] = description;
     }
-    if (!tokens_bound_) bind_tokens(q);
-    QKSCOPE_CHECK(q.size(0) == batch_ && q.size(2) == seq_len_ && k.size(2) == seq_len_,
-                  "model '{}', site {}: q {} and k {} do not match the input tokens [{}, {}]",
-                  module_.name, site, shape_string(q.sizes()), shape_string(k.sizes()), batch_,
-                  seq_len_);
 
+    // The sink decides first: a site it does not want costs nothing more and cannot fail.
     std::vector<int> heads = sink_.wants_heads(description);
     if (heads.empty()) return;
     std::vector<char> seen(n_heads, 0);
@@ -159,6 +247,13 @@ void ForwardContext::capture(const at::Tensor& q, const at::Tensor& k, int64_t s
       seen[heads[i]] = 1;
       identity = identity && heads[i] == static_cast<int>(i);
     }
+
+    if (!tokens_bound_) bind_tokens(q.size(0), q.size(2), k.size(2), static_cast<int>(site));
+    QKSCOPE_CHECK(q.size(0) == batch_ && q.size(2) == q_len_ && k.size(2) == k_len_,
+                  "model '{}', site {} ({}): q {} and k {} as [batch, heads, tokens, head_dim] do "
+                  "not match this forward's tokens ({} rows, {} queries, {} keys; cross-attention "
+                  "is not captured)", module_.name, site, description.module,
+                  shape_string(q.sizes()), shape_string(k.sizes()), batch_, q_len_, k_len_);
     if (sequence_.empty()) return;
 
     at::Tensor q_heads, k_heads;  // undefined: all heads in order
@@ -172,14 +267,17 @@ void ForwardContext::capture(const at::Tensor& q, const at::Tensor& k, int64_t s
     }
     if (!q.is_cpu() && (!row_index_dev_.defined() || row_index_dev_.device() != q.device())) {
       row_index_dev_ = row_index_.to(q.device());
-      pos_index_dev_ = pos_index_.to(q.device());
+      q_col_index_dev_ = q_col_index_.to(q.device());
+      k_col_index_dev_ = k_col_index_.to(q.device());
     }
     Pending p;
-    p.site = static_cast<int>(site);
     p.description = description;
     p.heads = std::move(heads);
-    p.q = gather(q, q_heads);
-    p.k = gather(k, k_heads);
+    p.q = gather(q, q_heads, /*keys=*/false);
+    p.k = gather(k, k_heads, /*keys=*/true);
+    // Scalings the captured tensors still carry (applied before a reshape, or in place).
+    if (q_unscale != 1.0) p.q = p.q / q_unscale;
+    if (k_unscale != 1.0) p.k = p.k / k_unscale;
     count_capture_copies(2);
     if (!p.q.is_cpu()) {
       auto pinned = at::TensorOptions().dtype(at::kFloat).device(at::kCPU).pinned_memory(true);
@@ -203,7 +301,7 @@ void ForwardContext::capture(const at::Tensor& q, const at::Tensor& k, int64_t s
 
 void ForwardContext::deliver(const Pending& p) {
   QkBatch batch;
-  batch.layer = p.site;
+  batch.layer = p.description.layer;
   batch.n_tokens = static_cast<int64_t>(sequence_.size());
   batch.n_heads = static_cast<int>(p.heads.size());
   batch.head_dim = p.description.head_dim;
@@ -231,12 +329,16 @@ void ForwardContext::finish() {
   pending_.clear();
 }
 
-}  // namespace qkscope::detail
+}  // namespace detail
+}  // namespace qkscope
 
 TORCH_LIBRARY(qkscope, m) {
   // CONSERVATIVE: the op has side effects, so dead-code elimination keeps it and no pass
   // reorders work across it.
-  m.def(torch::schema("capture(Tensor q, Tensor k, int site) -> ()",
+  // prescale: the site's score scale as the graph computes it (a constant, or from sizes);
+  // q_unscale / k_unscale: factors the captured operands still carry.
+  m.def(torch::schema("capture(Tensor q, Tensor k, int site, float prescale, float q_unscale, "
+                      "float k_unscale) -> ()",
                       c10::AliasAnalysisKind::CONSERVATIVE),
         &qkscope::detail::capture_kernel);
 }

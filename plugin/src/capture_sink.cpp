@@ -44,13 +44,16 @@ bool StoreSink::layer_kept(int layer) const {
 void StoreSink::prepare(const std::vector<SiteDescription>& sites) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (declared_) return;
+  // Layers are the sites a forward has reached (skipped sites and branches not taken have none).
+  int n_layers = 0;
+  for (const SiteDescription& site : sites) n_layers = std::max(n_layers, site.layer + 1);
   for (int layer : filter_.layers)
-    QKSCOPE_CHECK(layer >= 0 && layer < static_cast<int>(sites.size()),
-                  "layer {} requested but the model has {} attention sites (0..{})", layer,
-                  sites.size(), static_cast<int>(sites.size()) - 1);
-  declared_layers_.assign(sites.size(), 0);
+    QKSCOPE_CHECK(layer >= 0 && layer < n_layers,
+                  "layer {} requested but the model has {} attention layers (0..{})", layer,
+                  n_layers, n_layers - 1);
+  declared_layers_.assign(n_layers, 0);
   for (const SiteDescription& site : sites) {
-    if (site.n_heads < 0 || !layer_kept(site.layer)) continue;
+    if (site.layer < 0 || site.n_heads < 0 || !layer_kept(site.layer)) continue;
     SiteMeta meta;
     meta.module = site.module;
     meta.prescale = site.prescale;
@@ -139,13 +142,18 @@ void count_capture_copies(int64_t n) { g_capture_copies.fetch_add(n, std::memory
 // ---- site table -----------------------------------------------------------------------------
 
 std::string format_sites(const std::vector<SiteDescription>& sites) {
-  auto size = [](int v) { return v < 0 ? std::string("?") : std::to_string(v); };
-  std::string out = fmt::format("{:>5}  {:<6}  {:>5}  {:>8}  {:>11}  {}\n", "layer", "kind",
-                                "heads", "head_dim", "prescale", "module");
+  auto number = [](int v) { return v < 0 ? std::string("?") : std::to_string(v); };
+  std::string out = fmt::format("{:>5}  {:>4}  {:<7}  {:>5}  {:>8}  {:>11}  {:<14}  {}\n", "layer",
+                                "site", "form", "heads", "head_dim", "prescale", "scale at",
+                                "module");
   for (const SiteDescription& s : sites) {
-    out += fmt::format("{:>5}  {:<6}  {:>5}  {:>8}  {:>11.9g}  {}\n", s.layer, s.kind,
-                       size(s.n_heads), size(s.head_dim), s.prescale,
-                       s.module.empty() ? "-" : s.module);
+    const std::string layer = !s.skipped.empty() ? "-" : number(s.layer);
+    const std::string prescale = s.prescale_known ? fmt::format("{:.9g}", s.prescale) : "?";
+    out += fmt::format("{:>5}  {:>4}  {:<7}  {:>5}  {:>8}  {:>11}  {:<14}  {}", layer, s.site,
+                       s.kind, number(s.n_heads), number(s.head_dim), prescale,
+                       s.scale_at.empty() ? "-" : s.scale_at, s.module.empty() ? "-" : s.module);
+    if (!s.skipped.empty()) out += "  [skipped: " + s.skipped + "]";
+    out += "\n";
   }
   return out;
 }

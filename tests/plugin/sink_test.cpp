@@ -12,9 +12,20 @@
 namespace qkscope {
 namespace {
 
+SiteDescription site(int layer, const std::string& module, double prescale) {
+  SiteDescription s;
+  s.layer = s.site = layer;
+  s.module = module;
+  s.kind = "matmul";
+  s.prescale = prescale;
+  s.n_heads = 4;
+  s.head_dim = 2;
+  return s;
+}
+
 std::vector<SiteDescription> two_sites() {
-  return {{0, "encoder.layer.0.attention.self", "matmul", 1.0, 4, 2},
-          {1, "encoder.layer.1.attention.self", "matmul", 0.5, 4, 2}};
+  return {site(0, "encoder.layer.0.attention.self", 1.0),
+          site(1, "encoder.layer.1.attention.self", 0.5)};
 }
 
 TEST(SessionTest, NestsAndStaysOnItsThread) {
