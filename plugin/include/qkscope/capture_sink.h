@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -118,6 +119,85 @@ class SafetensorsSink : public CaptureSink {
   QkStore store_;
   StoreSink inner_;
   bool closed_ = false;
+};
+
+// Assembles sequences that arrive over many forwards (a generation with a key/value cache) and
+// hands each one, whole, to a target sink. A QkStore needs every sequence to arrive in one batch
+// per site; a cached decoder brings a sequence's tokens a few at a time (the prompt, then one
+// token per step), so the steps go to the assembler and flush() / finish() deliver.
+//
+// Protocol, one generation:
+//   std::vector<int64_t> seq = assembler.new_sequences(batch);  // or your own unique indices
+//   {
+//     qkscope::CaptureSession session(assembler);
+//     out = module.forward(prompt_inputs, seq);                   // P = 0
+//     for (each step) out = module.forward(step_inputs, seq);     // the SAME indices per row
+//   }
+//   assembler.flush();  // or finish(seq) when other generations share the assembler
+//
+// Every forward must pass explicit sequence indices (CaptureModule::forward(inputs, sequences)),
+// the same index for the same batch row at every step: a forward without them numbers its rows
+// anew and each step would become sequences of its own (caught at flush as positions that do not
+// start at 0). Rows that stop early (padding, mask 0, in later steps) are fine: the mask drops
+// their tokens. The positions the capture op gives (index among the row's real tokens) must
+// cover 0..n-1 exactly once per sequence by the time it is delivered.
+//
+// prepare() and wants_heads() pass through to the target at every forward; consume() copies the
+// batch into per-(layer, sequence) buffers and delivers nothing. Delivery: per layer in
+// ascending order, one QkBatch holding the delivered sequences, ascending, each with its tokens
+// sorted by position, to target.consume() with the site's description. Before anything is
+// delivered every sequence is checked: positions exactly 0..n-1, and the same tokens (positions,
+// token ids) at every layer that received any; otherwise qkscope::Error naming the sequence and
+// the layer, and the checked sequences are dropped (nothing of them reaches the target).
+// Thread-safe: generations on several threads may share one assembler, each with its own
+// indices, if they deliver with finish(their indices). flush() delivers everything buffered, so
+// it must not overlap a forward that uses the assembler. The target must outlive the assembler.
+class SequenceAssembler : public CaptureSink {
+ public:
+  explicit SequenceAssembler(CaptureSink& target);
+
+  void prepare(const std::vector<SiteDescription>& sites) override;
+  std::vector<int> wants_heads(const SiteDescription& site) override;
+  // Buffers the batch. Throws qkscope::Error when a site's head count or head dimension changes
+  // between forwards, or token ids are present in some batches and not in others.
+  void consume(const SiteDescription& site, const QkBatch& batch) override;
+
+  // Delivers every buffered sequence and clears the buffers. Throws qkscope::Error (see above);
+  // errors of the target propagate.
+  void flush();
+  // Delivers the buffered tokens of `sequences` only (indices never seen are ignored) and drops
+  // their buffers; the others stay.
+  void finish(const std::vector<int64_t>& sequences);
+  // Drops the buffered tokens of `sequences` (an abandoned generation) without delivering.
+  void discard(const std::vector<int64_t>& sequences);
+
+  // `n` fresh sequence indices from the target's numbering (target.take_sequences(n)), so that
+  // generations through several assemblers over one target never share an index.
+  std::vector<int64_t> new_sequences(int64_t n);
+
+  int64_t buffered_tokens() const;     // tokens of the lowest buffered layer
+  int64_t buffered_sequences() const;  // sequences with tokens buffered at some layer
+
+  CaptureSink& target() const { return target_; }
+
+ private:
+  struct Tokens {
+    std::vector<float> q, k;  // [n, H, D]
+    std::vector<int64_t> position, token_id;
+  };
+  struct Layer {
+    SiteDescription site;  // of the latest batch
+    int n_heads = -1, head_dim = -1;
+    std::map<int64_t, Tokens> sequences;
+  };
+  // Takes the buffers of `sequences` (all when null) out under the lock.
+  std::map<int, Layer> take(const std::vector<int64_t>* sequences);
+  void deliver(std::map<int, Layer> layers);
+
+  CaptureSink& target_;
+  mutable std::mutex mutex_;
+  std::map<int, Layer> layers_;
+  int ids_ = -1;  // -1: no batch yet; 1: batches carry token ids; 0: they do not
 };
 
 }  // namespace qkscope
