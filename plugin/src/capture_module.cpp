@@ -4,6 +4,7 @@
 #include "capture_context.h"
 #include "qkscope/capture_session.h"
 #include "qkscope/error.h"
+#include "torch_runtime.h"
 
 namespace qkscope {
 namespace {
@@ -20,6 +21,7 @@ struct ActiveForwardGuard {
 }  // namespace
 
 CaptureModule CaptureModule::load(const std::string& path, const LoadOptions& options) {
+  detail::configure_torch_runtime();
   std::error_code ec;
   QKSCOPE_CHECK(std::filesystem::is_regular_file(path, ec), "model file not found: '{}'", path);
   torch::jit::Module module;
@@ -27,7 +29,8 @@ CaptureModule CaptureModule::load(const std::string& path, const LoadOptions& op
     c10::InferenceMode inference;
     module = torch::jit::load(path, options.device);
   } catch (const std::exception& e) {
-    throw Error(fmt::format("failed to load model '{}': {}", path, detail::first_line(e)));
+    throw Error(fmt::format("failed to load model '{}': {}", path,
+                            detail::describe_load_failure(path, e)));
   }
   return instrument(module, path, options);
 }

@@ -7,7 +7,8 @@
 
 namespace qkscope::detail {
 
-// The first line of a Torch exception's message, without the C++ backtrace.
+// The first non-empty line of a Torch exception's message, without the C++ backtrace (LibTorch's
+// messages can begin with a newline: "\nUnknown builtin op: aten::...").
 inline std::string first_line(const std::exception& e) {
   std::string message;
   if (auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
@@ -15,10 +16,18 @@ inline std::string first_line(const std::exception& e) {
   } else {
     message = e.what();
   }
-  auto end = message.find('\n');
-  if (end != std::string::npos) message.resize(end);
-  while (!message.empty() && (message.back() == ' ' || message.back() == '\r')) message.pop_back();
-  return message;
+  size_t begin = 0;
+  while (begin < message.size()) {
+    size_t end = message.find('\n', begin);
+    if (end == std::string::npos) end = message.size();
+    std::string line = message.substr(begin, end - begin);
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r' || line.back() == '\t'))
+      line.pop_back();
+    size_t lead = line.find_first_not_of(" \t");
+    if (lead != std::string::npos) return line.substr(lead);
+    begin = end + 1;
+  }
+  return {};
 }
 
 inline std::string shape_string(c10::IntArrayRef sizes) {
