@@ -53,6 +53,13 @@ class ForwardContext {
   void capture(const at::Tensor& q, const at::Tensor& k, int64_t site, double prescale,
                double q_unscale, double k_unscale) noexcept;
 
+  // Called by the fused-op capture: computes q, k [B, T, H, D] from the op's inputs (only when
+  // the sink may want the site), then as capture(). Never throws.
+  void capture_fused(const at::Tensor& src, int64_t num_heads, const at::Tensor& qkv_weight,
+                     const at::Tensor& qkv_bias, bool norm_first, double eps,
+                     const at::Tensor& norm_weight, const at::Tensor& norm_bias,
+                     int64_t site) noexcept;
+
   // After the forward: rethrows a capture error, waits for device copies, delivers what was
   // deferred.
   void finish();

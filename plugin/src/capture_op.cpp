@@ -27,6 +27,17 @@ void capture_kernel(const at::Tensor& q, const at::Tensor& k, int64_t site, doub
   context->capture(q, k, site, prescale, q_unscale, k_unscale);
 }
 
+// torch.nn's fused ops: q and k computed on the side from the op's inputs.
+void capture_fused_kernel(const at::Tensor& src, int64_t num_heads, const at::Tensor& qkv_weight,
+                          const at::Tensor& qkv_bias, bool norm_first, double eps,
+                          const c10::optional<at::Tensor>& norm_weight,
+                          const c10::optional<at::Tensor>& norm_bias, int64_t site) {
+  ForwardContext* context = tls_forward;
+  if (context == nullptr) return;
+  context->capture_fused(src, num_heads, qkv_weight, qkv_bias, norm_first, eps,
+                         norm_weight.value_or(at::Tensor()), norm_bias.value_or(at::Tensor()), site);
+}
+
 std::vector<int64_t> to_vector(const at::Tensor& t) {
   at::Tensor c = t.to(at::kLong).contiguous();
   const int64_t* p = c.data_ptr<int64_t>();
@@ -225,7 +236,8 @@ void ForwardContext::capture(const at::Tensor& q_operand, const at::Tensor& k_op
                   "model '{}', site {}: q {} and k {} are not [batch, heads, seq, head_dim] "
                   "attention operands", module_.name, site, shape_string(q.sizes()),
                   shape_string(k.sizes()));
-    if (description.scale_at.find("sdpa-default") != std::string::npos)
+    // SDPA without scale= and the fused ops scale by 1/sqrt(head_dim) themselves.
+    if (description.scale_at.find("-default") != std::string::npos)
       prescale /= std::sqrt(static_cast<double>(head_dim));
     if (description.layer < 0 || description.n_heads != n_heads ||
         description.head_dim != head_dim || !description.prescale_known ||
@@ -299,6 +311,47 @@ void ForwardContext::capture(const at::Tensor& q_operand, const at::Tensor& k_op
   }
 }
 
+void ForwardContext::capture_fused(const at::Tensor& src, int64_t num_heads,
+                                   const at::Tensor& qkv_weight, const at::Tensor& qkv_bias,
+                                   bool norm_first, double eps, const at::Tensor& norm_weight,
+                                   const at::Tensor& norm_bias, int64_t site) noexcept {
+  if (error_) return;
+  try {
+    QKSCOPE_ASSERT(site >= 0 && site < static_cast<int64_t>(sites_.size()));
+    // A site the sink has already said no to costs no projection.
+    const SiteDescription& known = sites_[site];
+    if (known.n_heads > 0 && known.layer >= 0 && sink_.wants_heads(known).empty()) return;
+    const int64_t embed = qkv_weight.size(1);
+    QKSCOPE_CHECK(num_heads > 0 && embed % num_heads == 0 && qkv_weight.size(0) == 3 * embed,
+                  "model '{}', site {}: fused attention with {} heads and an in-projection of {} "
+                  "is not [3 * E, E] with E divisible by the heads", module_.name, site,
+                  num_heads, shape_string(qkv_weight.sizes()));
+    at::Tensor x = src;
+    if (x.is_nested()) {
+      // Real tokens only, left-aligned per row: pad back to the input's [B, L, E].
+      const at::Tensor& tokens = mask_.defined() ? mask_ : ids_;
+      std::vector<int64_t> size;
+      if (tokens.defined()) size = {tokens.size(0), tokens.size(1), embed};
+      x = tokens.defined() ? x.to_padded_tensor(0.0, at::IntArrayRef(size))
+                           : x.to_padded_tensor(0.0);
+    }
+    QKSCOPE_CHECK(x.dim() == 3 && x.size(2) == embed,
+                  "model '{}', site {}: fused attention input {} is not [batch, tokens, {}]",
+                  module_.name, site, shape_string(x.sizes()), embed);
+    if (norm_first) x = at::layer_norm(x, {embed}, norm_weight, norm_bias, eps);
+    // q and k: the first two thirds of the packed projection.
+    at::Tensor qk = at::linear(x, qkv_weight.narrow(0, 0, 2 * embed),
+                               qkv_bias.defined() ? qkv_bias.narrow(0, 0, 2 * embed) : at::Tensor());
+    const int64_t head_dim = embed / num_heads;
+    std::vector<int64_t> heads = {x.size(0), x.size(1), num_heads, head_dim};
+    at::Tensor q = qk.narrow(2, 0, embed).view(heads);
+    at::Tensor k = qk.narrow(2, embed, embed).view(heads);
+    capture(q, k, site, 1.0, 1.0, 1.0);
+  } catch (...) {
+    error_ = std::current_exception();
+  }
+}
+
 void ForwardContext::deliver(const Pending& p) {
   QkBatch batch;
   batch.layer = p.description.layer;
@@ -341,4 +394,9 @@ TORCH_LIBRARY(qkscope, m) {
                       "float k_unscale) -> ()",
                       c10::AliasAnalysisKind::CONSERVATIVE),
         &qkscope::detail::capture_kernel);
+  m.def(torch::schema("capture_fused(Tensor src, int num_heads, Tensor qkv_weight, "
+                      "Tensor qkv_bias, bool norm_first, float eps, Tensor? norm_weight, "
+                      "Tensor? norm_bias, int site) -> ()",
+                      c10::AliasAnalysisKind::CONSERVATIVE),
+        &qkscope::detail::capture_fused_kernel);
 }

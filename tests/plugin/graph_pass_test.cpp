@@ -282,6 +282,8 @@ def reference(self, x):
   };
 }
 
+void PrintTo(const PassCase& c, std::ostream* os) { *os << c.name; }
+
 class GraphPassTable : public ::testing::TestWithParam<PassCase> {};
 
 torch::jit::Module define(const PassCase& c) {

@@ -23,8 +23,11 @@ struct FormMatch {
   // a softmax. nullptr for ops that are the whole attention (SDPA).
   Value* scores = nullptr;
   Factor scale;                       // a scale the op itself applies (baddbmm's alpha, SDPA's scale)
-  bool sdpa_default_scale = false;    // SDPA without scale=: 1/sqrt(head_dim)
+  bool sdpa_default_scale = false;    // SDPA without scale=, fused ops: 1/sqrt(head_dim)
   std::string refusal;                // non-empty: attention of this form that cannot be captured
+  // Fused ops (kind "fused"): the arguments of qkscope::capture_fused (src, num_heads,
+  // qkv_weight, qkv_bias, norm_first, eps, norm_weight, norm_bias); q and k are the op's inputs.
+  std::vector<Value*> fused_inputs;
 };
 
 class AttentionForm {
@@ -42,6 +45,8 @@ std::unique_ptr<AttentionForm> make_bmm_form();
 std::unique_ptr<AttentionForm> make_einsum_form();
 // aten::scaled_dot_product_attention (LibTorch 2.x).
 std::unique_ptr<AttentionForm> make_sdpa_form();
+// torch.nn's fused encoder layer and multi-head attention ops (q, k computed on the side).
+std::unique_ptr<AttentionForm> make_fused_form();
 
 const std::vector<std::unique_ptr<AttentionForm>>& attention_forms();
 

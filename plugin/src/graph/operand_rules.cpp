@@ -98,6 +98,13 @@ Scalar evaluate(Value* v, const PassContext& ctx, int depth) {
     }
     return none("a module attribute that is not a scalar");
   }
+  // An element of a size list: `B, T, E = q.shape` unpacks aten::size(q).
+  if ((k == sym::kListUnpack || k == sym::kGetItem) && n->input(0)->node()->kind() == sym::kSize) {
+    Scalar s;
+    s.kind = Scalar::kShapeDerived;
+    s.runtime = v;
+    return s;
+  }
   if (k == sym::kSize || k == sym::kDim || k == sym::kNumel || k == sym::kLen) {
     Scalar s;
     s.kind = Scalar::kShapeDerived;
@@ -391,9 +398,6 @@ std::optional<std::string> attribute_path(Value* v, const Value* self) {
   return path;
 }
 
-namespace {
-// The module attribute a projection weight is, or is a slice of (nn.MultiheadAttention slices
-// its packed in_proj_weight into w_q and w_kv when query and key differ).
 std::optional<std::string> weight_path(Value* w, const Value* self) {
   for (int step = 0; step < 8; ++step) {
     if (auto path = attribute_path(w, self)) return path;
@@ -410,7 +414,6 @@ std::optional<std::string> weight_path(Value* w, const Value* self) {
   }
   return std::nullopt;
 }
-}  // namespace
 
 std::optional<Projection> find_projection(Value* start, const Value* self) {
   std::deque<Value*> queue{start};
@@ -434,6 +437,12 @@ std::optional<Projection> find_projection(Value* start, const Value* self) {
     if (k == sym::kGetAttr || k == sym::kConstant || k == c10::prim::Param ||
         k == sym::kNumToTensor)
       continue;
+    if (k == sym::kIf) {
+      // A value a scripted branch returns: follow what each branch returns at its offset.
+      for (torch::jit::Block* b : node->blocks())
+        if (v->offset() < b->outputs().size()) queue.push_back(b->outputs()[v->offset()]);
+      continue;
+    }
     // Follow data only: tensor inputs (and lists of tensors, for cat/stack), never the sizes
     // a view is given, which may come from another layer's tensors.
     for (Value* in : node->inputs()) {

@@ -91,6 +91,9 @@ struct Projection {
   std::string weight_path;      // e.g. "encoder.layer.3.attention.self.query.weight"
 };
 std::optional<Projection> find_projection(Value* v, const Value* self);
+// The module attribute a weight is, or is a slice of (nn.MultiheadAttention slices its packed
+// in_proj_weight into w_q and w_kv when query and key differ).
+std::optional<std::string> weight_path(Value* w, const Value* self);
 
 // The attention module a site belongs to, from its q and k projections: the module owning the
 // projection weights ("...self_attn.in_proj_weight" -> "...self_attn"), or the parent of the

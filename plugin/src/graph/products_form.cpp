@@ -66,6 +66,7 @@ const std::vector<std::unique_ptr<AttentionForm>>& attention_forms() {
     f.push_back(make_bmm_form());
     f.push_back(make_einsum_form());
     f.push_back(make_sdpa_form());
+    f.push_back(make_fused_form());
     return f;
   }();
   return forms;

@@ -81,6 +81,9 @@ inline const c10::Symbol kSafeSoftmax = op("aten::_safe_softmax");
 inline const c10::Symbol kGetAttr = op("prim::GetAttr");
 inline const c10::Symbol kConstant = op("prim::Constant");
 inline const c10::Symbol kListConstruct = op("prim::ListConstruct");
+inline const c10::Symbol kListUnpack = op("prim::ListUnpack");
+inline const c10::Symbol kTupleUnpack = op("prim::TupleUnpack");
+inline const c10::Symbol kGetItem = op("aten::__getitem__");
 inline const c10::Symbol kIf = op("prim::If");
 inline const c10::Symbol kLoop = op("prim::Loop");
 
