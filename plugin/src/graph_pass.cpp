@@ -44,12 +44,28 @@ std::string scale_places(const graph::OperandTrace& q, const graph::OperandTrace
   return out;
 }
 
+// A fused op: q and k are computed by capture_fused from the op's inputs, at the scale the
+// op applies (1/sqrt(head_dim)); the module is the owner of the packed in-projection.
+bool describe_fused(Found& f, const PassContext& ctx, bool in_loop) {
+  FormMatch& m = f.match;
+  SiteDescription& d = f.description;
+  if (auto path = graph::weight_path(m.fused_inputs[2], ctx.self))
+    d.module = graph::attention_module(graph::Projection{f.anchor, m.q, *path}, std::nullopt);
+  d.scale_at = "fused-default";
+  d.prescale_known = false;
+  d.q_layout = d.k_layout = OperandLayout{4, false, 0, 2, 1, 3};  // [B, T, H, D]
+  if (!m.refusal.empty()) d.skipped = m.refusal;
+  else if (in_loop) d.skipped = "inside a prim::Loop: the op runs once per iteration";
+  return true;
+}
+
 // Fills `f.description` (and decides whether the site is skipped) from the form's match.
 // Returns false when the node is not a score product after all (no site at all).
 bool describe(Found& f, const PassContext& ctx, bool in_loop) {
   FormMatch& m = f.match;
   SiteDescription& d = f.description;
   d.kind = m.kind;
+  if (!m.fused_inputs.empty()) return describe_fused(f, ctx, in_loop);
   Factor score_scale;
   if (m.scores != nullptr) {
     auto [factor, last] = graph::trace_score_scaling(m.scores, ctx);
@@ -172,6 +188,17 @@ std::vector<SiteDescription> instrument_attention_sites(torch::jit::Module& modu
       // SDPA's default 1/sqrt(D) is applied by the capture op, which knows D.
       torch::jit::WithInsertPoint guard(insertion_point(f.anchor, f.prescale));
       Value* site = graph->insertConstant(static_cast<int64_t>(i));
+      if (!f.match.fused_inputs.empty()) {
+        std::vector<Value*> args = f.match.fused_inputs;
+        if (args[4] == nullptr) args[4] = graph->insertConstant(false);
+        if (args[5] == nullptr) args[5] = graph->insertConstant(0.0);
+        for (int a : {6, 7})
+          if (args[a] == nullptr) args[a] = graph->insertNode(graph->createNone())->output();
+        args.push_back(site);
+        graph->insertNode(graph->create(sym::kCaptureFused, args, 0));
+        sites.push_back(d);
+        continue;
+      }
       Value* prescale = factor_value(*graph, f.prescale);
       Value* q_unscale = graph->insertConstant(d.q_unscale);
       Value* k_unscale = graph->insertConstant(d.k_unscale);
