@@ -230,6 +230,12 @@ QkData QkStore::take() {
   order.reserve(kept_.size());
   for (auto& [seq, entry] : kept_) order.push_back({seq, &entry});
   std::sort(order.begin(), order.end());
+  // Everything is checked before anything is freed: a take() that throws leaves the store whole.
+  for (size_t slot = 0; slot < sites_.size(); ++slot)
+    for (auto& [seq, entry] : order)
+      QKSCOPE_CHECK(!entry->q[slot].empty() || entry->position.empty(),
+                    "QkStore: sequence {} never reached layer {}; was take() called while a "
+                    "forward was still running?", seq, sites_[slot].layer);
 
   QkData data;
   data.tokens_seen = tokens_seen_;
@@ -254,9 +260,6 @@ QkData QkStore::take() {
     out.q.reserve(n * out.n_heads * out.head_dim);
     out.k.reserve(n * out.n_heads * out.head_dim);
     for (auto& [seq, entry] : order) {
-      QKSCOPE_CHECK(!entry->q[slot].empty() || entry->position.empty(),
-                    "QkStore: sequence {} never reached layer {}; was take() called while a "
-                    "forward was still running?", seq, site.layer);
       out.q.insert(out.q.end(), entry->q[slot].begin(), entry->q[slot].end());
       out.k.insert(out.k.end(), entry->k[slot].begin(), entry->k[slot].end());
       // Free as we go, so take() needs little more memory than the store itself.

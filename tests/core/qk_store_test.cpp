@@ -243,6 +243,13 @@ TEST(QkStoreTest, TakeReportsSequencesMissingALayer) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("never reached layer 1"), std::string::npos) << e.what();
   }
+  // Nothing was freed by the failed take(): once the missing layer arrives, all of it is there.
+  store.add(d.view(1, 1, 2));
+  QkData data = store.take();
+  ASSERT_EQ(data.sites.size(), 2u);
+  EXPECT_EQ(data.n_tokens(), 2);
+  EXPECT_EQ(data.sites[0].q.size(), data.sites[1].q.size());
+  EXPECT_FALSE(data.sites[0].q.empty());
 }
 
 }  // namespace
