@@ -48,6 +48,10 @@ CaptureModule CaptureModule::instrument(const torch::jit::Module& module, const 
     c10::InferenceMode inference;
     // A clone gets its own class types and methods: editing its graph leaves `module` as is.
     state->instrumented = module.clone(/*inplace=*/true);
+    // The model runs where the options say (a module loaded by load() is there already; one
+    // handed to instrument() may not be). Parameters are shared with the caller's module, so
+    // they move for both, and forward_original() runs on the same device.
+    state->instrumented.to(options.device);
     state->sites = detail::instrument_attention_sites(state->instrumented, name);
   } catch (const Error&) {
     throw;
