@@ -173,7 +173,7 @@ EXPORTS: Dict[str, Callable[[], Export]] = {
     "mlp": mlp_export,
 }
 # Modules that add models (each defines EXPORTS like the one above), in this order.
-MODEL_MODULES = ("forms_models", "decoder_models")
+MODEL_MODULES = ("forms_models", "decoder_models", "sdpa_models")
 for _name in MODEL_MODULES:
     EXPORTS.update(importlib.import_module(_name).EXPORTS)
 BROKEN = ("corrupt", "not_torchscript")
