@@ -101,10 +101,14 @@ std::string ctable_json(const CTable& table, const RunInfo& run) {
                      {"c_norm", optional_json(h.c_norm)},
                      {"scales", scales}});
   }
+  nlohmann::json skipped = nlohmann::json::array();
+  for (const RunInfo::SkippedSite& s : run.skipped_sites)
+    skipped.push_back({{"site", s.site}, {"form", s.form}, {"module", s.module}, {"reason", s.reason}});
   nlohmann::json doc = {{"format", "qkscope.ctable.v1"},
                         {"settings", settings},
                         {"counts", counts},
-                        {"heads", heads}};
+                        {"heads", heads},
+                        {"skipped_sites", skipped}};
   return doc.dump(1) + "\n";
 }
 

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -73,6 +75,18 @@ TEST(ReportTest, JsonHasSettingsCountsAndNulls) {
   EXPECT_NE(json.find("\"pairs\": \"sequence\""), std::string::npos);
   EXPECT_NE(json.find("\"max_tokens\": 1000"), std::string::npos);
   EXPECT_NE(json.find("\"c_wcorr\": null"), std::string::npos);
+  EXPECT_NE(json.find("\"skipped_sites\": []"), std::string::npos);
+}
+
+TEST(ReportTest, JsonListsSkippedSitesWithTheirReason) {
+  RunInfo run;
+  run.skipped_sites.push_back({3, "baddbmm", "decoder.layers.0.multihead_attn", "cross-attention"});
+  auto doc = nlohmann::json::parse(ctable_json(sample_table(), run));
+  ASSERT_EQ(doc["skipped_sites"].size(), 1u);
+  EXPECT_EQ(doc["skipped_sites"][0]["site"], 3);
+  EXPECT_EQ(doc["skipped_sites"][0]["form"], "baddbmm");
+  EXPECT_EQ(doc["skipped_sites"][0]["module"], "decoder.layers.0.multihead_attn");
+  EXPECT_EQ(doc["skipped_sites"][0]["reason"], "cross-attention");
 }
 
 TEST(ReportTest, HeatmapShowsEveryCellAndMarksEmptyOnes) {

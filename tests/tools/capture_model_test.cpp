@@ -51,6 +51,25 @@ QkData run_and_check_table(const std::string& name, const std::string& args,
   return read_qk_file(saved.string());
 }
 
+TEST(CaptureModelTest, SkippedSitesAreListedSaidAndRecorded) {
+  // A decoder layer: its self-attention is captured, its cross-attention is not, and says why.
+  CliResult list = run_capture("--model " + model("cross_decoder") + " --list-sites");
+  ASSERT_EQ(list.status, 0) << list.err;
+  EXPECT_NE(list.out.find("decoder.layers.0.self_attn"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("[skipped: cross-attention"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("baddbmm"), std::string::npos) << list.out;
+  fs::path out = fresh_dir("qkscope_model_cross_decoder");
+  CliResult r = run_capture("--model " + model("cross_decoder") + " --inputs " + kModels +
+                            "/cross_decoder_inputs.safetensors --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("decoder.layers.0.multihead_attn) is not captured: cross-attention"),
+            std::string::npos) << r.err;
+  const std::string json = read_text(out / "ctable.json");
+  EXPECT_NE(json.find("\"skipped_sites\""), std::string::npos);
+  EXPECT_NE(json.find("decoder.layers.0.multihead_attn"), std::string::npos);
+  EXPECT_EQ(lines_of(read_text(out / "heads.csv")), 1 + 4);  // one captured layer of 4 heads
+}
+
 TEST(CaptureModelTest, ListSitesShowsLayersAndModules) {
   CliResult r = run_capture("--model " + model("bert") + " --list-sites");
   ASSERT_EQ(r.status, 0) << r.err;

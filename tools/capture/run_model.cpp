@@ -87,6 +87,13 @@ int run_model_mode(const CaptureOptions& o) {
   run.model = o.model;
   run.max_tokens = o.max_tokens;
   run.seed = o.seed;
+  // Sites the graph pass found but cannot capture are said, not hidden (and kept in ctable.json).
+  for (const SiteDescription& s : module.sites()) {
+    if (s.skipped.empty()) continue;
+    run.skipped_sites.push_back({s.site, s.kind, s.module, s.skipped});
+    std::cerr << fmt::format("capture: note: attention site {} ({}{}{}) is not captured: {}\n",
+                             s.site, s.kind, s.module.empty() ? "" : ", ", s.module, s.skipped);
+  }
   const auto start = std::chrono::steady_clock::now();
   Progress progress("capture (sequences)", !o.quiet);
 

@@ -17,6 +17,13 @@ struct RunInfo {
   std::string input;   // corpus / inputs file; may be empty
   std::optional<int64_t> max_tokens;
   uint64_t seed = 0;
+  // Attention sites of the model that were not captured, with the reason (ctable.json lists
+  // them so that a table never hides what it left out).
+  struct SkippedSite {
+    int site = 0;
+    std::string form, module, reason;
+  };
+  std::vector<SkippedSite> skipped_sites;
 };
 
 // Creates `dir` if needed and writes the four files; returns their paths.
