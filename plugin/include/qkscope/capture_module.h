@@ -2,26 +2,23 @@
 //
 // load() reads the model under torch::InferenceMode, finds the attention sites of the inlined
 // forward graph of a private clone (module.clone(true): weights shared, types and methods new)
-// and inserts qkscope::capture(q, k, site) right before each score product. The original module
+// and inserts qkscope::capture(q, k, site, ...) at each score product. The original module
 // is kept uninstrumented for comparisons. forward() runs the clone under InferenceMode +
 // NoGradGuard; when the calling thread has a CaptureSession, the session's sink receives the
 // q/k of the valid tokens; otherwise the capture op returns at once (one thread_local check).
 //
-// Sites matched on the inlined graph (numbered in graph order):
-//   - aten::matmul(A, transpose(K, -1, -2)) (also (-2, -1), (2, 3), (3, 2)) with A, K 4-D
-//     [batch, heads, seq, head_dim]: k = K; q = A, or X when A = X / c, X * c or c * X with c a
-//     constant (prescale 1/c or c). Graphs loaded from files carry no shapes, so rank 4 is
-//     checked at run time: a matching node whose operands are not 4-D is not captured.
-//   - aten::scaled_dot_product_attention(q, k, v, ...) (LibTorch 2.x): q = input 0, k = input 1;
-//     keys with fewer heads (enable_gqa) are expanded to the query heads.
-// The module path is taken from the weight of the nearest projection (linear/addmm/matmul of a
-// module attribute) q is computed from: "encoder.layer.3.attention.self.query.weight" gives
-// "encoder.layer.3.attention.self"; empty when there is none.
+// Sites: the graph pass finds every attention score product of the inlined graph, in any of
+// the forms README "Attention forms" lists (4-D matmul, bmm/baddbmm with heads folded into the
+// batch, einsum, SDPA, torch.nn's fused ops), with q and k unscaled and `prescale` the product of
+// the constant scales on q, k and the scores. Sites it cannot vouch for are listed with
+// SiteDescription::skipped set and are not captured. Graphs loaded from files carry no shapes,
+// so ranks are checked at run time: a matching node whose operands do not fit is not captured.
 //
-// Tokens: row b of a forward's batch is one sequence; a token is (b, s) for s in 0..S-1, its
-// position is s (the index in the padded row) and it is captured unless the `attention_mask`
-// input (any dtype, [B, S]) is 0 there. Token ids come from `input_ids` ([B, S]) when the
-// model has that argument. Models without either (ViT) take B and S from q.
+// Tokens: row b of a forward's batch is one sequence. The `attention_mask` input (any dtype,
+// [B, L]) marks real tokens (non-zero); a token's position is its index among its row's real
+// tokens. Token ids come from `input_ids` ([B, L], or [B, Tq] for a decoder step). A decoder step
+// with a key/value cache (Tq queries, L = past + Tq mask columns) captures its Tq new tokens.
+// Models without either input (ViT) take B and the length from q.
 //
 // Threading: a CaptureModule is a cheap shared handle; forward() may be called from many threads
 // at once (as far as the model itself allows it), each with its own session or none.
