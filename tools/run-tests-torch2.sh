@@ -13,6 +13,7 @@
 #   QKSCOPE_TORCH2_LABELS  ctest's -L (default 'plugin|model|cli|server')
 #   QKSCOPE_TORCH2_BUILD   the build folder inside the root (default /build/qkscope)
 #   QKSCOPE_CMAKE_ARGS     extra cmake arguments (as tools/setup.sh)
+#   QKSCOPE_HOST_CAPTURE   the LibTorch 1.x capture of the last check (default ./build/tools/capture/capture)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
@@ -25,7 +26,7 @@ JOBS=$(nproc)
 
 # Build dependencies inside the root: tools/setup.sh's list, with trixie's names.
 PACKAGES=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git ccache
   libtorch-dev python3-torch python3-numpy
   libopenblas0-pthread
   libeigen3-dev libfmt-dev
@@ -47,9 +48,13 @@ phase_end() {
   local dt=$((SECONDS - PHASE_T0))
   PHASE_NAMES+=("$PHASE_NAME"); PHASE_TIMES+=("$dt")
   log "   $PHASE_NAME: ${dt} s"
+  PHASE_NAME=
 }
 print_times() {
   local i
+  if [ -n "${PHASE_NAME:-}" ]; then  # a phase that did not end: it failed
+    PHASE_NAMES+=("$PHASE_NAME (failed)"); PHASE_TIMES+=($((SECONDS - PHASE_T0)))
+  fi
   echo "torch2: phase times:"
   for i in "${!PHASE_NAMES[@]}"; do
     printf 'torch2:   %-28s %5d s\n' "${PHASE_NAMES[$i]}" "${PHASE_TIMES[$i]}"
@@ -109,7 +114,7 @@ in_root() {
     if [ "$mode" = bind ]; then mount --bind "$src" "$root$src_in_root"; fi
     exec chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-      DEBIAN_FRONTEND=noninteractive "$@"' _ "$ROOT" "$SRC" "$SRC_IN_ROOT" "$SRC_MODE" "$@"
+      DEBIAN_FRONTEND=noninteractive CCACHE_DIR=/var/cache/ccache CCACHE_MAXSIZE=2G "$@"' _ "$ROOT" "$SRC" "$SRC_IN_ROOT" "$SRC_MODE" "$@"
 }
 
 # --- 1. debootstrap on the host ----------------------------------------------------------------
@@ -188,7 +193,10 @@ torch_dir=$(in_root /bin/sh -c 'dirname "$(find /usr/lib /usr/share /usr/local -
 [ -n "$torch_dir" ] && [ "$torch_dir" != . ] || die "no TorchConfig.cmake in the root"
 log "Torch_DIR=$torch_dir"
 # shellcheck disable=SC2086
+# ccache (its cache in the root) keeps a new clone's build short: every file of a fresh clone is
+# newer than the reused build folder's objects.
 in_root cmake -S "$SRC_IN_ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTorch_DIR="$torch_dir" \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
   -DQKSCOPE_BUILD_BENCH="${QKSCOPE_TORCH2_BENCH:-OFF}" ${QKSCOPE_CMAKE_ARGS:-} >/dev/null
 in_root cmake --build "$BUILD" -j"$JOBS"
 phase_end
@@ -198,4 +206,45 @@ phase_start "ctest -L '$LABELS'"
 status=0
 in_root ctest --test-dir "$BUILD" -L "$LABELS" --output-on-failure -j"$JOBS" "$@" || status=$?
 phase_end
+
+# --- 6. the other way round: a torch 2.6 SDPA export refused by this machine's LibTorch 1.x build
+# with the helpful message (when tools/run-tests.sh has built ./build). ---------------------------
+HOST_CAPTURE=${QKSCOPE_HOST_CAPTURE:-$SRC/build/tools/capture/capture}
+if [ -x "$HOST_CAPTURE" ]; then
+  phase_start "host build vs a torch 2.6 export"
+  mkdir -p "$ROOT/tmp/qkscope-cross"
+  cat >"$ROOT/tmp/qkscope-cross/export_sdpa.py" <<'PY'
+import sys
+import torch
+import torch.nn.functional as F
+
+class Attention(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(16, 48)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).view(1, -1, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+torch.manual_seed(0)
+torch.jit.save(torch.jit.trace(Attention().eval(), torch.randn(1, 5, 16)), sys.argv[1])
+PY
+  in_root python3 /tmp/qkscope-cross/export_sdpa.py /tmp/qkscope-cross/sdpa_torch2.pt
+  cross_status=0
+  message=$("$HOST_CAPTURE" --model "$ROOT/tmp/qkscope-cross/sdpa_torch2.pt" --list-sites 2>&1) ||
+    cross_status=$?
+  echo "torch2: host capture on a torch 2.6 SDPA export: $message"
+  host_major=$(grep -m1 -o 'TORCH_VERSION_MAJOR [0-9]*' /usr/include/torch/csrc/api/include/torch/version.h 2>/dev/null | awk '{print $2}')
+  if [ "${host_major:-2}" -lt 2 ]; then
+    if [ $cross_status -ne 1 ] || ! grep -q "newer PyTorch" <<<"$message" ||
+       [ "$(printf '%s\n' "$message" | wc -l)" -ne 1 ]; then
+      echo "torch2: FAILED: expected exit 1 and one line saying the file comes from a newer PyTorch" >&2
+      status=1
+    else
+      echo "torch2: passed: the LibTorch 1.x build refuses it with the reason and the fix"
+    fi
+  fi
+  phase_end
+fi
 exit $status
