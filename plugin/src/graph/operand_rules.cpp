@@ -418,7 +418,7 @@ std::optional<std::string> weight_path(Value* w, const Value* self) {
 std::optional<Projection> find_projection(Value* start, const Value* self) {
   std::deque<Value*> queue{start};
   std::unordered_set<const Node*> visited;
-  while (!queue.empty() && visited.size() < 256) {
+  while (!queue.empty() && visited.size() < 4096) {
     Value* v = queue.front();
     queue.pop_front();
     Node* node = v->node();
@@ -451,9 +451,10 @@ std::optional<Projection> find_projection(Value* start, const Value* self) {
       } else if (in->node()->kind() == sym::kListConstruct) {
         for (Value* item : in->node()->inputs())
           if (is_tensor_type(item)) queue.push_back(item);
-      } else if (in->type()->kind() == c10::TypeKind::ListType &&
+      } else if ((in->type()->kind() == c10::TypeKind::ListType ||
+                  in->type()->kind() == c10::TypeKind::TupleType) &&
                  in->node()->kind() != sym::kConstant) {
-        queue.push_back(in);  // chunk/split outputs unpacked from a list
+        queue.push_back(in);  // chunk/split outputs unpacked from a list, a returned tuple
       }
     }
   }
