@@ -338,7 +338,9 @@ TEST_P(GraphPassTable, FindsSitesAndCapturesUnscaledQk) {
   ASSERT_EQ(sink.batches.size(), 1u) << format_sites(cm.sites());
   const Captured& got = sink.batches[0];
   EXPECT_EQ(got.layer, 0);
-  if (!std::isnan(c.prescale_after)) EXPECT_DOUBLE_EQ(got.prescale, c.prescale_after);
+  if (!std::isnan(c.prescale_after)) {
+    EXPECT_DOUBLE_EQ(got.prescale, c.prescale_after);
+  }
   auto ref = m.get_method("reference")({x}).toTuple()->elements();
   at::Tensor rq = ref[0].toTensor(), rk = ref[1].toTensor(), scores = ref[2].toTensor();
   // Captured rows are tokens (b, t) row-major, then heads, then D.
@@ -351,14 +353,47 @@ TEST_P(GraphPassTable, FindsSitesAndCapturesUnscaledQk) {
   EXPECT_TRUE(torch::allclose(rebuilt, scores, 1e-5, 1e-5)) << (rebuilt - scores).abs().max();
   EXPECT_EQ(got.sequence.size(), static_cast<size_t>(B * T));
   EXPECT_EQ(got.position[T + 1], 1);
-  for (const SiteDescription& s : cm.sites())
-    if (s.skipped.empty() && s.layer == 0) EXPECT_TRUE(s.prescale_known);
+  for (const SiteDescription& s : cm.sites()) {
+    if (s.skipped.empty() && s.layer == 0) {
+      EXPECT_TRUE(s.prescale_known);
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Forms, GraphPassTable, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<PassCase>& info) {
                            return info.param.name;
                          });
+
+TEST(GraphPassTest, SinkIsAskedBeforeShapesAreChecked) {
+  // Keys that match neither the queries nor the mask (a form the pass cannot tell from the graph):
+  // an error only for a sink that wants the site; a sink that does not want it runs through.
+  torch::jit::Module m("M");
+  for (const char* w : {"wq", "wk", "wv"}) m.register_parameter(w, torch::randn({E, E}), false);
+  m.define(std::string(kPrelude) + R"(
+def forward(self, x, attention_mask):
+    q, k, v = self.q(x), self.k(x).narrow(2, 0, 3), self.v(x).narrow(2, 0, 3)
+    return torch.matmul(torch.matmul(q, k.transpose(-1, -2)).softmax(-1), v)
+)");
+  CaptureModule cm = CaptureModule::instrument(m, "short_keys");
+  ASSERT_EQ(cm.sites().size(), 1u);
+  at::Tensor x = torch::randn({B, T, E}), mask = torch::ones({B, T}, at::kLong);
+  RecordingSink nothing;
+  nothing.want_nothing = true;
+  {
+    CaptureSession session(nothing);
+    EXPECT_NO_THROW(cm.forward({x, mask}));
+  }
+  EXPECT_TRUE(nothing.batches.empty());
+  RecordingSink all;
+  try {
+    CaptureSession session(all);
+    cm.forward({x, mask});
+    FAIL() << "expected a capture error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("5 queries and 3 keys"), std::string::npos) << e.what();
+  }
+}
 
 TEST(GraphPassTest, NoScoreProductIsAClearError) {
   // A softmax over a product with a 2-D parameter (tied output embeddings) is no attention.
