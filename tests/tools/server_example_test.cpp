@@ -265,6 +265,110 @@ TEST(ServerExampleTest, PeriodicReportsAccountForEveryCapturedToken) {
   fs::remove_all(out);
 }
 
+// Generation mode on gpt2_cache: every request generates 6 tokens greedily with the cache, one
+// forward per token, on 4 workers; each sampled request reaches the store whole (through a
+// SequenceAssembler of its own), equal to a one-forward capture of its generated sequence.
+TEST(ServerExampleTest, GenerationModeCapturesWholeGeneratedSequences) {
+  constexpr int64_t kNew = 6, kGenRequests = 12;
+  ServerOptions o = options(fresh_dir("qkscope_server_generate"));
+  o.generate = kNew;
+  o.cache_shape = {2, 4, 8};
+  Server server(model_path("gpt2_cache.pt"), o);
+  ASSERT_EQ(server.vocab_size(), 100);
+  const auto requests = make_requests(kGenRequests, 8, 100, kSeed);
+  std::mutex mutex;
+  std::map<int64_t, at::Tensor> generated;
+  std::set<std::thread::id> threads;
+  const RunStats stats = server.run(requests, [&](const Request& r, const c10::IValue& out, bool) {
+    std::lock_guard<std::mutex> lock(mutex);
+    generated[r.number] = out.toTensor();
+    threads.insert(std::this_thread::get_id());
+  });
+  EXPECT_EQ(stats.requests, kGenRequests);
+  EXPECT_GE(threads.size(), 2u) << "the requests were not served concurrently";
+
+  // Each response is what the plain model generates from the prompt, step by step.
+  const CaptureModule& module = server.module();
+  int64_t fed = 0, n_sampled = 0;
+  for (const Request& r : requests) {
+    SCOPED_TRACE("request " + std::to_string(r.number));
+    fed += r.length + kNew - 1;
+    n_sampled += sampled(r.number);
+    at::Tensor ids = torch::tensor(std::vector<int64_t>(r.input_ids.begin(),
+                                                        r.input_ids.begin() + r.length),
+                                   torch::kLong).view({1, r.length});
+    at::Tensor mask = torch::ones_like(ids), step = ids;
+    at::Tensor pk = torch::zeros({2, 1, 4, 0, 8}), pv = pk.clone();
+    for (int64_t n = 0; n < kNew; ++n) {
+      const c10::IValue out = module.forward_original({step, mask, pk, pv});
+      const auto& e = out.toTupleRef().elements();
+      pk = e[1].toTensor();
+      pv = e[2].toTensor();
+      at::Tensor logits = e[0].toTensor();
+      step = logits.select(1, logits.size(1) - 1).argmax(-1, true);
+      ids = torch::cat({ids, step}, 1);
+      mask = torch::cat({mask, torch::ones_like(step)}, 1);
+    }
+    ASSERT_EQ(generated.count(r.number), 1u);
+    EXPECT_TRUE(torch::equal(generated[r.number], ids));
+  }
+  EXPECT_EQ(stats.tokens, fed);
+  EXPECT_EQ(stats.captured, n_sampled);
+
+  const QkData data = server.take_captured();
+  ASSERT_NO_THROW(validate(data, "server store"));
+  EXPECT_EQ(data.sequences_seen, n_sampled);
+  // The one-forward capture of each sampled request's generated sequence (full mask, empty
+  // past), without its last token, which the generation never fed to the model.
+  QkStore store;
+  StoreSink sink(store);
+  for (const Request& r : requests) {
+    if (!sampled(r.number)) continue;
+    const at::Tensor ids = generated[r.number];
+    CaptureSession session(sink);
+    module.forward({ids, torch::ones_like(ids), torch::zeros({2, 1, 4, 0, 8}),
+                    torch::zeros({2, 1, 4, 0, 8})},
+                   {r.number});
+  }
+  const QkData whole = store.take();
+  std::vector<size_t> kept;
+  std::map<int64_t, int64_t> lengths;
+  for (const Request& r : requests) lengths[r.number] = r.length;
+  for (size_t t = 0; t < whole.sequence.size(); ++t)
+    if (whole.position[t] < lengths[whole.sequence[t]] + kNew - 1) kept.push_back(t);
+  ASSERT_EQ(data.n_tokens(), static_cast<int64_t>(kept.size()));
+  for (size_t i = 0; i < kept.size(); ++i) {
+    ASSERT_EQ(data.sequence[i], whole.sequence[kept[i]]);
+    ASSERT_EQ(data.position[i], whole.position[kept[i]]);
+    ASSERT_EQ(data.token_id[i], whole.token_id[kept[i]]);
+    ASSERT_EQ(data.token_id[i], generated[data.sequence[i]][0][data.position[i]].item<int64_t>());
+  }
+  ASSERT_EQ(data.sites.size(), 2u);
+  for (size_t s = 0; s < data.sites.size(); ++s) {
+    const size_t row = static_cast<size_t>(data.sites[s].n_heads) * data.sites[s].head_dim;
+    ASSERT_EQ(row, 32u);
+    for (size_t i = 0; i < kept.size(); ++i)
+      for (size_t x = 0; x < row; ++x) {
+        ASSERT_NEAR(data.sites[s].q[i * row + x], whole.sites[s].q[kept[i] * row + x], 1e-5);
+        ASSERT_NEAR(data.sites[s].k[i * row + x], whole.sites[s].k[kept[i] * row + x], 1e-5);
+      }
+  }
+
+  // Options and models the mode cannot serve.
+  ServerOptions bad = o;
+  bad.cache_shape = {2, 4};
+  EXPECT_THROW(Server(model_path("gpt2_cache.pt"), bad), UsageError);
+  try {
+    Server bert(model_path("bert.pt"), o);
+    FAIL() << "bert.pt was accepted for generation";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--generate expects forward(input_ids, attention_mask, "
+                                         "past_k, past_v)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(ServerExampleTest, RejectsModelsAndOptionsItCannotServe) {
   const ServerOptions ok = options(fresh_dir("qkscope_server_errors"));
   try {
@@ -344,6 +448,20 @@ TEST(ServerExampleTest, ProgramServesReportsAndExitsWithItsStatus) {
   r = run_program("--help");
   EXPECT_EQ(r.status, 0);
   EXPECT_NE(r.out.find("--sample-every"), std::string::npos);
+  EXPECT_NE(r.out.find("--generate"), std::string::npos);
+
+  // Generation mode.
+  const std::string gpt2 = model_path("gpt2_cache.pt");
+  r = run_program("--model " + gpt2 + " --out " + out.string() +
+                  " --threads 3 --requests 12 --sample-every 4 --report-every 6 --max-length 8"
+                  " --generate 5 --cache-shape 2,4,8 --seed 3");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(r.err.empty()) << r.err;
+  EXPECT_NE(r.out.find("served 12 requests, 5 new tokens each"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("captured 3 (one in 4)"), std::string::npos) << r.out;
+  r = run_program("--model " + gpt2 + " --out " + out.string() + " --generate 5");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--cache-shape"), std::string::npos) << r.err;
   fs::remove_all(out);
 }
 

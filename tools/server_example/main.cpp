@@ -1,11 +1,13 @@
 // qkscope_server_example: an inference server in miniature, with qkscope embedded. Worker
 // threads serve synthetic forward requests on one model; one request in K is captured; the
-// per-head table is written every M requests and at exit. The serving logic is in server.cpp;
+// per-head table is written every M requests and at exit (--generate N: each request generates
+// N tokens with a key/value cache, captured whole). The serving logic is in server.cpp;
 // this file parses, runs and reports. Errors are one line on stderr; exit status 0 success,
 // 2 usage error, 1 anything else (as tools/capture).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <iostream>
@@ -58,6 +60,14 @@ std::optional<Options> parse(int argc, char** argv) {
   app.add_option("--intra-op-threads", o.server.intra_op_threads,
                  "LibTorch threads per forward (0: LibTorch's default)")
       ->type_name("N")->default_str("1");
+  app.add_option("--generate", o.server.generate,
+                 "generation mode: each request is a prompt from which N tokens are generated\n"
+                 "greedily with a key/value cache, forward(input_ids, attention_mask, past_k,\n"
+                 "past_v) -> (logits, present_k, present_v); a sampled request is captured whole")
+      ->type_name("N")->default_str("0");
+  app.add_option("--cache-shape", o.server.cache_shape,
+                 "with --generate: the past's layers, heads and head_dim (e.g. 2,4,8)")
+      ->type_name("L,H,D")->delimiter(',')->expected(3);
   app.add_option("--seed", o.seed, "seed of the synthetic requests")->type_name("N")->default_str("0");
   try {
     app.parse(argc, argv);
@@ -91,9 +101,11 @@ int run(const Options& o) {
   QKSCOPE_CHECK_AS(qkscope::UsageError, vocab.has_value(),
                    "--vocab: no token embedding found in '{}', give the vocabulary size", o.model);
   if (const auto positions = server.max_positions())
-    QKSCOPE_CHECK_AS(qkscope::UsageError, o.max_length <= *positions,
-                     "--max-length: '{}' has {} positions, got {}", o.model, *positions,
-                     o.max_length);
+    QKSCOPE_CHECK_AS(qkscope::UsageError,
+                     o.max_length + std::max<int64_t>(o.server.generate - 1, 0) <= *positions,
+                     "--max-length{}: '{}' has {} positions, got {}",
+                     o.server.generate > 0 ? " + --generate - 1" : "", o.model, *positions,
+                     o.max_length + std::max<int64_t>(o.server.generate - 1, 0));
 
   const auto requests = qkscope::server::make_requests(o.requests, o.max_length, *vocab, o.seed);
   const qkscope::server::RunStats stats = server.run(requests, {}, print_report);
@@ -101,9 +113,11 @@ int run(const Options& o) {
   // last report.
   print_report(server.report());
   std::cout << fmt::format(
-      "served {} requests ({} tokens) on {} threads in {:.3f} s ({:.0f} requests/s); captured "
+      "served {} requests{} ({} tokens) on {} threads in {:.3f} s ({:.0f} requests/s); captured "
       "{} (one in {})\n",
-      stats.requests, stats.tokens, o.server.threads, stats.seconds,
+      stats.requests,
+      o.server.generate > 0 ? fmt::format(", {} new tokens each", o.server.generate) : "",
+      stats.tokens, o.server.threads, stats.seconds,
       stats.seconds > 0 ? stats.requests / stats.seconds : 0.0, stats.captured,
       o.server.sample_every);
   return 0;

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -153,12 +154,65 @@ struct Server::Impl {
     return module.forward(inputs(r), {r.number});
   }
 
+  // One generation request (generation mode): greedy decoding of options.generate tokens with
+  // the key/value cache, as a server's generation loop would run it. Returns the ids
+  // [1, length + generate].
+  c10::IValue generate(const Request& r, bool capture) {
+    QKSCOPE_CHECK(r.length >= 1 && static_cast<int64_t>(r.input_ids.size()) >= r.length,
+                  "request {}: expected 1 <= length <= size of input_ids, got length {}, size {}",
+                  r.number, r.length, r.input_ids.size());
+    const auto opts = at::TensorOptions().dtype(at::kLong);
+    at::Tensor ids = at::tensor(std::vector<int64_t>(r.input_ids.begin(),
+                                                     r.input_ids.begin() + r.length), opts)
+                         .view({1, r.length});
+    at::Tensor mask = at::ones({1, r.length}, opts);
+    const std::vector<int64_t>& c = options.cache_shape;
+    at::Tensor past_k = at::zeros({c[0], 1, c[1], 0, c[2]}), past_v = at::zeros_like(past_k);
+    // Sampled: every forward of this generation captures, under the same sequence index (the
+    // request number), into an assembler of its own; nothing reaches the store until flush().
+    // The generation's forwards hold no gate: a report may take the store meanwhile.
+    std::optional<SequenceAssembler> assembler;
+    std::optional<CaptureSession> session;
+    if (capture) {
+      assembler.emplace(sink);
+      session.emplace(*assembler);
+    }
+    at::Tensor step = ids;
+    for (int64_t n = 0; n < options.generate; ++n) {
+      std::vector<c10::IValue> in(4);
+      in[ids_argument] = step;
+      in[mask_argument] = mask;
+      in[past_k_argument] = past_k;
+      in[past_v_argument] = past_v;
+      const c10::IValue out = capture ? module.forward(std::move(in), {r.number})
+                                      : module.forward(std::move(in));
+      QKSCOPE_CHECK(out.isTuple() && out.toTupleRef().elements().size() == 3,
+                    "model '{}': expected forward to return (logits, present_k, present_v)",
+                    module.name());
+      const auto& e = out.toTupleRef().elements();
+      const at::Tensor logits = e[0].toTensor();
+      past_k = e[1].toTensor();
+      past_v = e[2].toTensor();
+      step = logits.select(1, logits.size(1) - 1).argmax(-1, /*keepdim=*/true);
+      ids = at::cat({ids, step}, 1);
+      mask = at::cat({mask, at::ones_like(step)}, 1);
+    }
+    if (capture) {
+      session.reset();
+      // The whole sequence goes to the shared store, layer by layer: that must not overlap a
+      // take (rule 3).
+      CaptureGate::Pass pass(gate);
+      assembler->flush();
+    }
+    return ids;
+  }
+
   ServerOptions options;
   CaptureModule module;  // one wrapped model; forward() is safe from every worker at once
   QkStore store;         // no token budget: the one-in-K choice of requests is the sampling
   StoreSink sink;        // thread-safe; shared by the sessions of every sampled request
   CaptureGate gate;
-  int ids_argument = 0, mask_argument = 1;
+  int ids_argument = 0, mask_argument = 1, past_k_argument = 2, past_v_argument = 3;
   std::mutex report_mutex;  // reports are numbered and written one at a time
   int reports = 0;
 };
@@ -172,6 +226,14 @@ Server::Server(const std::string& model_path, ServerOptions options) {
                    options.report_every);
   QKSCOPE_CHECK_AS(UsageError, options.intra_op_threads >= 0,
                    "--intra-op-threads: expected >= 0, got {}", options.intra_op_threads);
+  QKSCOPE_CHECK_AS(UsageError, options.generate >= 0, "--generate: expected >= 0, got {}",
+                   options.generate);
+  if (options.generate > 0) {
+    const std::vector<int64_t>& c = options.cache_shape;
+    QKSCOPE_CHECK_AS(UsageError, c.size() == 3 && c[0] >= 1 && c[1] >= 1 && c[2] >= 1,
+                     "--cache-shape: expected LAYERS,HEADS,HEAD_DIM (each >= 1) with --generate, "
+                     "got {} numbers", c.size());
+  }
   // Process-wide: every forward, on every worker, uses this many threads for its own
   // operators (ATen applies it to each new thread). N workers x 1 is the usual server setting:
   // the parallelism comes from the requests. BLAS keeps its own (OPENBLAS_NUM_THREADS).
@@ -185,6 +247,15 @@ Server::Server(const std::string& model_path, ServerOptions options) {
   };
   impl_->ids_argument = index("input_ids");
   impl_->mask_argument = index("attention_mask");
+  if (impl_->options.generate > 0) {
+    impl_->past_k_argument = index("past_k");
+    impl_->past_v_argument = index("past_v");
+    QKSCOPE_CHECK(args.size() == 4 && impl_->ids_argument < 4 && impl_->mask_argument < 4 &&
+                      impl_->past_k_argument < 4 && impl_->past_v_argument < 4,
+                  "model '{}': --generate expects forward(input_ids, attention_mask, past_k, "
+                  "past_v) in any order, got {}", model_path, impl_->module.forward_schema());
+    return;
+  }
   QKSCOPE_CHECK(args.size() == 2 && impl_->ids_argument < 2 && impl_->mask_argument < 2,
                 "model '{}': expected forward(input_ids, attention_mask) in any order, got {}",
                 model_path, impl_->module.forward_schema());
@@ -225,7 +296,12 @@ ReportSummary Server::report() {
   const CTable table = compute_ctable(data, metrics);
   RunInfo run;
   run.model = impl_->module.name();
-  run.input = fmt::format("synthetic requests, one in {} captured", impl_->options.sample_every);
+  run.input = impl_->options.generate > 0
+                  ? fmt::format("synthetic generation requests ({} new tokens each, greedy), one "
+                                "in {} captured", impl_->options.generate,
+                                impl_->options.sample_every)
+                  : fmt::format("synthetic requests, one in {} captured",
+                                impl_->options.sample_every);
   summary.number = ++impl_->reports;
   summary.dir = impl_->options.out + "/report-" + std::to_string(summary.number);
   write_outputs(summary.dir, table, run);
@@ -282,9 +358,10 @@ RunStats Server::run(const std::vector<Request>& requests, const ResponseFn& on_
       const Request& r = requests[i];
       try {
         const bool capture = r.number % impl.options.sample_every == 0;
-        c10::IValue output = impl.serve(r, capture);
+        const bool generating = impl.options.generate > 0;
+        c10::IValue output = generating ? impl.generate(r, capture) : impl.serve(r, capture);
         captured += capture;
-        tokens += r.length;
+        tokens += generating ? r.length + impl.options.generate - 1 : r.length;
         if (on_response) on_response(r, output, capture);
       } catch (...) {
         fail(std::current_exception());

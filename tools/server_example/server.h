@@ -13,6 +13,11 @@
 //   3. QkStore::take() must not overlap a captured forward (it would see sequences that reached
 //      some layers only). A small gate lets captured forwards in together and a report in alone;
 //      uncaptured forwards never touch it.
+// Generation mode (ServerOptions::generate > 0): each request is a prompt from which a causal
+// model with a key/value cache generates N tokens greedily, one forward per token. A sampled
+// request's forwards capture into a SequenceAssembler of its own (the store needs each sequence
+// whole), which hands the whole generated sequence to the shared StoreSink at the end; only that
+// hand-over holds the gate.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +62,15 @@ struct ServerOptions {
   std::string out;             // reports go to out/report-1, out/report-2, ...
   int intra_op_threads = 1;    // LibTorch threads inside one forward (process-wide setting);
                                // 0 leaves LibTorch's default (all cores for every forward)
+  // Generation mode: > 0 generates this many tokens per request (greedy) with a model
+  // forward(input_ids [B, T], attention_mask [B, P+T], past_k, past_v) ->
+  // (logits [B, T, V], present_k, present_v), past/present [layers, B, heads, P, head_dim]
+  // (models/decoder_models.py's gpt2_cache). The prompt is the request's `length` real tokens
+  // (batch 1, no padding); the last generated token is never fed, so a captured request holds
+  // length + generate - 1 tokens.
+  int64_t generate = 0;
+  // Generation mode: {layers, heads, head_dim} of the cache, for the empty past of the prompt.
+  std::vector<int64_t> cache_shape;
 };
 
 // What one report took out of the store.
@@ -70,12 +84,15 @@ struct ReportSummary {
 struct RunStats {
   int64_t requests = 0;        // requests served
   int64_t captured = 0;        // of which captured
-  int64_t tokens = 0;          // valid tokens served
+  int64_t tokens = 0;          // valid tokens served (fed to the model: with generation, the
+                               // prompt and all generated tokens but the last)
   double seconds = 0;          // wall time of run()
 };
 
 // Called by the worker that served `request`, right after its forward, with the model's output
 // and whether the request was captured. Runs on several threads at once: must be thread-safe.
+// Generation mode: `output` is the generated sequence, int64 [1, length + generate], the prompt
+// included.
 using ResponseFn =
     std::function<void(const Request& request, const c10::IValue& output, bool captured)>;
 // Called with each periodic report, from the reporting thread.
@@ -84,7 +101,8 @@ using ReportFn = std::function<void(const ReportSummary&)>;
 class Server {
  public:
   // Loads and instruments `model_path` (CaptureModule::load) and checks that its forward takes
-  // exactly (input_ids, attention_mask). Throws qkscope::Error (UsageError for bad options).
+  // exactly (input_ids, attention_mask), or in generation mode (input_ids, attention_mask,
+  // past_k, past_v). Throws qkscope::Error (UsageError for bad options).
   Server(const std::string& model_path, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
