@@ -183,7 +183,36 @@ SiteData read_site(const SafetensorsFile& file, int layer, int64_t n_tokens) {
   return site;
 }
 
+// The sample.* keys (QkData::sample): absent when none of them is present.
+std::optional<QkData::Sample> read_sample(const SafetensorsFile& file) {
+  const auto& m = file.metadata();
+  if (!m.count("sample.seed") && !m.count("sample.max_tokens") && !m.count("sample.cutoff"))
+    return std::nullopt;
+  QkData::Sample sample;
+  const std::string& seed = file.metadata_value("sample.seed");
+  const std::optional<uint64_t> s = parse_number<uint64_t>(seed);
+  if (!s)
+    fail(file.name(), "bad metadata number",
+         fmt::format("sample.seed is '{}', expected a non-negative integer", seed));
+  sample.seed = *s;
+  sample.max_tokens = read_count(file, "sample.max_tokens", 0);
+  const std::string& cutoff = file.metadata_value("sample.cutoff");
+  const std::optional<double> c = parse_number<double>(cutoff);
+  if (!c || !(*c >= 0 && *c <= 2))
+    fail(file.name(), "bad metadata number",
+         fmt::format("sample.cutoff is '{}', expected a number in [0, 2]", cutoff));
+  sample.cutoff = *c;
+  return sample;
+}
+
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> sample_metadata(const QkData& data) {
+  if (!data.sample) return {};
+  return {{"sample.seed", std::to_string(data.sample->seed)},
+          {"sample.max_tokens", std::to_string(data.sample->max_tokens)},
+          {"sample.cutoff", fmt::format("{:.17g}", data.sample->cutoff)}};
+}
 
 void write_qk_file(const std::string& path, const QkData& data) {
   validate(data, path);
@@ -196,6 +225,7 @@ void write_qk_file(const std::string& path, const QkData& data) {
   writer.set_metadata("layers", fmt::format("{}", fmt::join(layers, ",")));
   writer.set_metadata("tokens_seen", std::to_string(data.tokens_seen));
   writer.set_metadata("sequences_seen", std::to_string(data.sequences_seen));
+  for (const auto& [key, value] : sample_metadata(data)) writer.set_metadata(key, value);
 
   writer.add(kSequence, {n}, data.sequence);
   writer.add(kPosition, {n}, data.position);
@@ -235,6 +265,8 @@ QkData read_qk_file(const std::string& path) {
   data.tokens_seen = read_count(file, "tokens_seen", n);
   data.sequences_seen =
       read_count(file, "sequences_seen", static_cast<int64_t>(sequences.size()));
+
+  data.sample = read_sample(file);
 
   try {
     validate(data, path);

@@ -240,6 +240,7 @@ QkData QkStore::take() {
   QkData data;
   data.tokens_seen = tokens_seen_;
   data.sequences_seen = sequences_seen_;
+  data.sample = QkData::Sample{options_.seed, options_.max_tokens.value_or(0), cutoff_};
   for (auto& [seq, entry] : order) {
     for (size_t t = 0; t < entry->position.size(); ++t) {
       data.sequence.push_back(seq);
@@ -272,6 +273,119 @@ QkData QkStore::take() {
   by_priority_.clear();
   tokens_kept_ = 0;
   return data;
+}
+
+QkStore::Counts QkStore::counts() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return Counts{tokens_seen_, sequences_seen_, cutoff_};
+}
+
+std::vector<QkStore::SiteInfo> QkStore::sites() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<SiteInfo> out;
+  for (const Site& s : sites_) out.push_back(SiteInfo{s.layer, s.meta, s.n_heads, s.head_dim});
+  return out;
+}
+
+bool QkStore::has_token_ids() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return has_token_ids_.value_or(false);
+}
+
+void QkStore::visit_kept(const std::function<void(const KeptView&)>& visit) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::pair<int64_t, const Sequence*>> order;
+  order.reserve(kept_.size());
+  for (const auto& [seq, entry] : kept_) order.push_back({seq, &entry});
+  std::sort(order.begin(), order.end());
+  KeptView view;
+  view.q.resize(sites_.size());
+  view.k.resize(sites_.size());
+  for (const auto& [seq, entry] : order) {
+    view.sequence = seq;
+    view.priority = entry->priority;
+    view.position = &entry->position;
+    view.token_id = &entry->token_id;
+    for (size_t slot = 0; slot < sites_.size(); ++slot) {
+      QKSCOPE_CHECK(!entry->q[slot].empty() || entry->position.empty(),
+                    "QkStore: sequence {} never reached layer {}; a forward is still running?",
+                    seq, sites_[slot].layer);
+      view.q[slot] = entry->q[slot].data();
+      view.k[slot] = entry->k[slot].data();
+    }
+    visit(view);
+  }
+}
+
+void QkStore::merge(const QkData& kept, const Counts& counts) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Everything is checked before the store changes: a refused merge leaves it as it was.
+  QKSCOPE_CHECK(kept.sites.size() == sites_.size(),
+                "QkStore::merge: the sample has {} sites, the store {}", kept.sites.size(),
+                sites_.size());
+  for (size_t slot = 0; slot < sites_.size(); ++slot) {
+    const Site& mine = sites_[slot];
+    const SiteData& theirs = kept.sites[slot];
+    QKSCOPE_CHECK(theirs.layer == mine.layer, "QkStore::merge: site {} is layer {} in the sample",
+                  mine.layer, theirs.layer);
+    QKSCOPE_CHECK(theirs.head_index == mine.meta.head_index && theirs.module == mine.meta.module &&
+                      theirs.prescale == mine.meta.prescale,
+                  "QkStore::merge: layer {} differs in heads, module or prescale", mine.layer);
+    QKSCOPE_CHECK(kept.n_tokens() == 0 || mine.head_dim < 0 || theirs.head_dim == mine.head_dim,
+                  "QkStore::merge: layer {} has head_dim {} in the sample, {} in the store",
+                  mine.layer, theirs.head_dim, mine.head_dim);
+  }
+  const bool ids = kept.has_token_ids();
+  QKSCOPE_CHECK(kept.n_tokens() == 0 || !has_token_ids_ || *has_token_ids_ == ids,
+                "QkStore::merge: one sample has token ids and the other not");
+  // Runs of equal sequence index: [begin, end) of each sequence.
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  std::set<int64_t> incoming;
+  for (int64_t t = 0; t < kept.n_tokens(); ++t) {
+    if (t == 0 || kept.sequence[t] != kept.sequence[t - 1]) {
+      QKSCOPE_CHECK(incoming.insert(kept.sequence[t]).second,
+                    "QkStore::merge: sequence {} is not contiguous in the sample", kept.sequence[t]);
+      QKSCOPE_CHECK(!kept_.count(kept.sequence[t]),
+                    "QkStore::merge: sequence {} is in both samples; sequence indices must be "
+                    "unique over the merged runs", kept.sequence[t]);
+      runs.push_back({t, t});
+    }
+    runs.back().second = t + 1;
+  }
+
+  tokens_seen_ += counts.tokens_seen;
+  sequences_seen_ += counts.sequences_seen;
+  cutoff_ = std::min(cutoff_, counts.cutoff);
+  while (!by_priority_.empty() && std::prev(by_priority_.end())->first >= cutoff_) {
+    auto worst = std::prev(by_priority_.end());
+    auto entry = kept_.find(worst->second);
+    tokens_kept_ -= static_cast<int64_t>(entry->second.position.size());
+    kept_.erase(entry);
+    by_priority_.erase(worst);
+  }
+  if (kept.n_tokens() > 0) has_token_ids_ = ids;
+  for (size_t slot = 0; slot < sites_.size(); ++slot) {
+    if (kept.n_tokens() == 0) break;
+    sites_[slot].head_dim = kept.sites[slot].head_dim;
+    sites_[slot].n_heads = kept.sites[slot].n_heads;
+  }
+  for (const auto& [begin, end] : runs) {
+    const int64_t seq = kept.sequence[begin];
+    const double p = priority(options_.seed, seq);
+    if (p >= cutoff_) continue;
+    std::vector<int64_t> tokens(static_cast<size_t>(end - begin));
+    for (int64_t t = begin; t < end; ++t) tokens[t - begin] = t;
+    Sequence entry;
+    entry.priority = p;
+    entry.position.assign(kept.position.begin() + begin, kept.position.begin() + end);
+    if (ids) entry.token_id.assign(kept.token_id.begin() + begin, kept.token_id.begin() + end);
+    for (const SiteData& site : kept.sites) {
+      const size_t row = static_cast<size_t>(site.n_heads) * site.head_dim;
+      entry.q.push_back(gather_rows(site.q.data(), tokens, row));
+      entry.k.push_back(gather_rows(site.k.data(), tokens, row));
+    }
+    admit(seq, std::move(entry));
+  }
 }
 
 int64_t QkStore::tokens_seen() const {

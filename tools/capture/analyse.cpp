@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <numeric>
 
+#include "checkpoint_run.h"
 #include "interrupt.h"
 #include "progress.h"
 #include "qkscope/metrics.h"
@@ -53,6 +54,7 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
   Progress progress("metrics (heads)", !options.quiet);
   CTable table = compute_ctable(data, options.metrics, [&](int64_t done, int64_t total) {
     throw_if_interrupted();
+    test_crash_point("metrics", done);
     progress.update(done, total);
   });
   throw_if_interrupted();

@@ -128,6 +128,11 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
   app.add_option("--pad-to", o.pad_to, "pad every batch to N tokens (for traced models with frozen shapes)")->type_name("N")->group("Run");
   app.add_option("--threads", o.threads, "intra-op and engine threads (0: all cores)")->type_name("N")->default_str("0")->group("Run");
   app.add_option("--layers", o.layers_text, "capture only these sites, e.g. 0,3-5")->type_name("LIST")->group("Run");
+  // Long runs.
+  app.add_option("--checkpoint", o.checkpoint, "write the run's state here (atomically) every --checkpoint-every sequences / --checkpoint-seconds, at the end of the capture and on Ctrl-C")->type_name("FILE")->group("Long runs");
+  app.add_option("--resume", o.resume, "continue the run saved in this checkpoint (same model, corpus and settings); checkpoints go on to --checkpoint, or to this file")->type_name("FILE")->group("Long runs");
+  app.add_option("--checkpoint-every", o.checkpoint_every, "sequences between checkpoints (0: by time only)")->type_name("N")->default_str("0")->group("Long runs");
+  app.add_option("--checkpoint-seconds", o.checkpoint_seconds, "seconds between checkpoints (0: by count only)")->type_name("S")->default_str("600")->group("Long runs");
   app.set_version_flag("--version", "capture (qkscope) 0.1.0");
 
   try {
@@ -155,6 +160,11 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
   QKSCOPE_CHECK_AS(UsageError, !o.pad_to || *o.pad_to >= 1, "--pad-to: expected >= 1, got {}", *o.pad_to);
   QKSCOPE_CHECK_AS(UsageError, o.threads >= 0, "--threads: expected >= 0, got {}", o.threads);
   if (!o.layers_text.empty()) parse_layer_list(o.layers_text);
+  QKSCOPE_CHECK_AS(UsageError, o.checkpoint_every >= 0 && o.checkpoint_seconds >= 0,
+                   "--checkpoint-every and --checkpoint-seconds: expected >= 0");
+  if (!o.resume.empty() && o.checkpoint.empty()) o.checkpoint = o.resume;
+  QKSCOPE_CHECK_AS(UsageError, o.checkpoint.empty() || (o.text.size() + o.ids.size() > 0),
+                   "--checkpoint and --resume apply to --text and --ids runs");
   check_mode(o);
   return o;
 }

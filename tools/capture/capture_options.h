@@ -39,6 +39,12 @@ struct CaptureOptions {
   std::optional<int> pad_to;
   int threads = 0;
   std::string layers_text;  // --layers "0,3-5"
+  // Long runs (checkpoint_run.h).
+  std::string checkpoint;         // --checkpoint FILE
+  std::string resume;             // --resume FILE
+  int64_t checkpoint_every = 0;   // --checkpoint-every N sequences (0: by time only)
+  double checkpoint_seconds = 600;  // --checkpoint-seconds S (0: by count only)
+  bool quiet = false;
   bool quiet = false;
 };
 

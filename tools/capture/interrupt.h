@@ -17,6 +17,10 @@ class Interrupted : public std::runtime_error {
 // Installs the handlers and starts the watchdog. Call once, early in main.
 void install_interrupt_handlers();
 
+// How long the watchdog lets a signalled run stop on its own (default 1 s); a run that writes a
+// checkpoint on a signal needs the rest of a forward plus the write.
+void set_interrupt_grace(int milliseconds);
+
 // Throws Interrupted if a signal arrived.
 void throw_if_interrupted();
 

@@ -4,10 +4,12 @@
 #include <torch/script.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 
 #include "analyse.h"
+#include "checkpoint_run.h"
 #include "corpus.h"
 #include "interrupt.h"
 #include "progress.h"
@@ -65,6 +67,24 @@ InputFile read_inputs(const std::string& path) {
   return f;
 }
 
+// Forwards to a StoreSink; with QKSCOPE_TEST_CRASH=forward:N, kills the process in the middle
+// of the forward that captures sequence N (after its first site, before the others).
+class CrashTestSink : public CaptureSink {
+ public:
+  explicit CrashTestSink(StoreSink& inner) : inner_(inner) {}
+  void prepare(const std::vector<SiteDescription>& sites) override { inner_.prepare(sites); }
+  std::vector<int> wants_heads(const SiteDescription& site) override {
+    return inner_.wants_heads(site);
+  }
+  void consume(const SiteDescription& site, const QkBatch& batch) override {
+    if (site.site > 0 && batch.n_tokens > 0) test_crash_point("forward", batch.sequence[batch.n_tokens - 1]);
+    inner_.consume(site, batch);
+  }
+
+ private:
+  StoreSink& inner_;
+};
+
 }  // namespace
 
 int run_model_mode(const CaptureOptions& o) {
@@ -81,7 +101,10 @@ int run_model_mode(const CaptureOptions& o) {
   QkStore store(store_options);
   SiteFilter filter;
   if (!o.layers_text.empty()) filter.layers = parse_layer_list(o.layers_text);
-  StoreSink sink(store, filter);
+  StoreSink store_sink(store, filter);
+  CrashTestSink crash_sink(store_sink);
+  CaptureSink& sink = std::getenv("QKSCOPE_TEST_CRASH") ? static_cast<CaptureSink&>(crash_sink)
+                                                        : store_sink;
 
   RunInfo run;
   run.model = o.model;
@@ -130,8 +153,25 @@ int run_model_mode(const CaptureOptions& o) {
     }
     if (vocab) check_vocabulary(sequences, vocab->first, run.input, vocab->second);
 
-    int64_t tokens_done = 0;
-    for (size_t begin = 0; begin < sequences.size(); begin += o.batch_size) {
+    // --checkpoint / --resume: batches are the uninterrupted run's (a resumed run starts at a
+    // batch boundary), so every q/k is computed on the same padded shapes.
+    RunSettings settings;
+    if (!o.checkpoint.empty()) settings = checkpoint_settings(o, max_length);
+    Checkpointer checkpointer(o, settings);
+    size_t first = 0;
+    if (!o.resume.empty()) {
+      const int64_t next = resume_from(o.resume, settings, store);
+      QKSCOPE_CHECK(next >= 0 && static_cast<size_t>(next) <= sequences.size() &&
+                        next % o.batch_size == 0,
+                    "--resume {}: next sequence {} is not a batch boundary of this corpus ({} "
+                    "sequences)", o.resume, next, sequences.size());
+      first = static_cast<size_t>(next);
+    }
+    if (checkpointer.enabled()) set_interrupt_grace(60000);  // the rest of a forward + the write
+    int64_t tokens_done = store.tokens_seen();
+    size_t done = first;
+    try {
+    for (size_t begin = first; begin < sequences.size(); begin += o.batch_size) {
       throw_if_interrupted();
       const size_t end = std::min(sequences.size(), begin + static_cast<size_t>(o.batch_size));
       auto batch = make_batch(sequences, begin, end, pad_id, o.pad_to, module.argument_names());
@@ -144,7 +184,20 @@ int run_model_mode(const CaptureOptions& o) {
       progress.update(static_cast<int64_t>(end), static_cast<int64_t>(sequences.size()),
                       fmt::format("{} tokens, {:.0f} tokens/s", tokens_done,
                                   seconds > 0 ? tokens_done / seconds : 0.0));
+      done = end;
+      checkpointer.after_batch(store, static_cast<int64_t>(done));
     }
+    } catch (const Interrupted&) {
+      if (checkpointer.enabled()) {
+        checkpointer.after_batch(store, static_cast<int64_t>(done), /*force=*/true);
+        std::cerr << fmt::format("\ncapture: checkpoint written to {} ({} of {} sequences); "
+                                 "continue with --resume {}\n", o.checkpoint, done,
+                                 sequences.size(), o.checkpoint);
+      }
+      throw;
+    }
+    // Also at the end of the capture: a run stopped during the metrics resumes there.
+    checkpointer.after_batch(store, static_cast<int64_t>(done), /*force=*/true);
   }
   progress.finish();
   const double capture_seconds =

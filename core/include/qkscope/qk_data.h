@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,16 @@ struct QkData {
   std::vector<int64_t> token_id;    // [N], or empty when the input had no token ids (images)
   int64_t tokens_seen = 0;          // tokens offered to the store (>= N when a budget applied)
   int64_t sequences_seen = 0;       // sequences offered to the store
+
+  // How a QkStore sampled these sequences; what merging them with another sample needs (see
+  // QkStore::merge). Absent for data not sampled by a store (a file from another tool).
+  struct Sample {
+    uint64_t seed = 0;        // priorities are QkStore::priority(seed, sequence)
+    int64_t max_tokens = 0;   // the budget; 0 for none
+    double cutoff = 2.0;      // lowest priority evicted (2: none); sequences at or above it
+                              // may be missing, so a merge drops them from every part
+  };
+  std::optional<Sample> sample;
 
   int64_t n_tokens() const { return static_cast<int64_t>(sequence.size()); }
   bool has_token_ids() const { return !token_id.empty(); }

@@ -19,8 +19,12 @@
 //                     not 0..H-1, and read as 0..H-1 when absent
 //   tokens_seen       QkData::tokens_seen; read as N when absent
 //   sequences_seen    QkData::sequences_seen; read as the number of distinct sequences when absent
-// The last three are qkscope's additions to SPEC section 2, optional so that files written by
-// other tools following the SPEC are readable. Other metadata keys are ignored.
+//   sample.seed       QkData::sample->seed: the seed of the store's priorities  } all three or
+//   sample.max_tokens QkData::sample->max_tokens: its budget, "0" for none        } none; read
+//   sample.cutoff     QkData::sample->cutoff, {:.17g}: lowest priority evicted    } as no sample
+// These are qkscope's additions to SPEC section 2, optional so that files written by other
+// tools following the SPEC are readable. Other metadata keys are ignored (checkpoints add
+// checkpoint.* keys, see checkpoint.h).
 //
 // A file that breaks a rule of the safetensors format (see safetensors.h), of this layout, or of
 // QkData's invariants (see validate() in qk_data.h) is rejected with a FormatError whose message
@@ -28,6 +32,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "qkscope/qk_data.h"
 
@@ -39,6 +45,9 @@ void write_qk_file(const std::string& path, const QkData& data);
 
 // Reads and validates a q/k file. Throws FormatError naming the broken rule and the file.
 QkData read_qk_file(const std::string& path);
+
+// The sample.* metadata entries of `data` (none when data.sample is absent).
+std::vector<std::pair<std::string, std::string>> sample_metadata(const QkData& data);
 
 // The "format" metadata value of files this version writes and reads.
 inline constexpr const char* kQkFormat = "qkscope.qk.v1";

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -90,6 +91,44 @@ class QkStore {
   int64_t tokens_seen() const;
   int64_t tokens_kept() const;
   int64_t sequences_seen() const;
+
+  // --- Checkpoints and merges (see checkpoint.h). None of these may overlap add().
+
+  // What, besides the kept sequences, a store's sample depends on.
+  struct Counts {
+    int64_t tokens_seen = 0, sequences_seen = 0;
+    double cutoff = 2.0;  // lowest priority ever evicted (2: none); such sequences are refused
+  };
+  Counts counts() const;
+  const StoreOptions& options() const { return options_; }
+
+  // A declared site as the store knows it (n_heads/head_dim -1 until its first batch).
+  struct SiteInfo {
+    int layer = 0;
+    SiteMeta meta;
+    int n_heads = -1, head_dim = -1;
+  };
+  std::vector<SiteInfo> sites() const;
+  bool has_token_ids() const;  // false until the first batch
+
+  // One kept sequence, read in place. q[i]/k[i] are [n, H_i, D_i] of declared site i (layer
+  // order), n = position.size().
+  struct KeptView {
+    int64_t sequence = 0;
+    double priority = 0;
+    const std::vector<int64_t>* position = nullptr;
+    const std::vector<int64_t>* token_id = nullptr;  // empty without token ids
+    std::vector<const float*> q, k;
+  };
+  // Calls `visit` for every kept sequence, in increasing sequence order, under the store's lock.
+  void visit_kept(const std::function<void(const KeptView&)>& visit) const;
+
+  // Merges a sample kept by another store (or by this one, saved: a checkpoint) with the same
+  // seed and sites: its sequences are offered with their priorities, `counts` are added to this
+  // store's, the cutoff becomes the lower of the two, and the budget is applied. The result is
+  // the sample one store offered every sequence of both would keep. `kept` must hold every
+  // declared site (same layers, heads and head_dim); a sequence already kept throws.
+  void merge(const QkData& kept, const Counts& counts);
 
   // The priority of a sequence under a seed, in [0, 1) (exposed for tests).
   static double priority(uint64_t seed, int64_t sequence);
