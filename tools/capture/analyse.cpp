@@ -1,12 +1,15 @@
 #include "analyse.h"
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <numeric>
 
 #include "checkpoint_run.h"
 #include "interrupt.h"
+#include "report_options.h"
 #include "progress.h"
+#include "qkscope/joint_report.h"
 #include "qkscope/metrics.h"
 #include "qkscope/qk_file.h"
 #include "qkscope/qk_store.h"
@@ -62,6 +65,13 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
   const double metric_seconds = progress.elapsed();
   auto paths = write_outputs(options.out, table, run);
   if (options.quiet) return;
+  if (options.report) {
+    const auto start = std::chrono::steady_clock::now();
+    write_report(options.out, data, table, run, report_options(options));
+    if (!options.quiet)
+      std::fprintf(stderr, "capture: report %s/report.html and report.json in %.2f s\n", options.out.c_str(),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
 
   int64_t chosen = 0;
   for (const HeadResult& h : table.heads) chosen += h.c_wcorr.has_value();

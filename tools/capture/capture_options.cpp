@@ -111,6 +111,9 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
   app.add_option("--out", o.out, "folder for heads.csv, scales.csv, ctable.json, heatmaps.svg")->type_name("DIR")->group("Output");
   app.add_option("--save-qk", o.save_qk, "also save the captured q/k (safetensors)")->type_name("FILE")->group("Output");
   app.add_flag("--quiet", o.quiet, "no progress line and no summary on stderr")->group("Output");
+  app.add_flag("--report", o.report, "also write report.html (offline joint query/key view of every head) and report.json (faithfulness per head and c)")->group("Output");
+  app.add_option("--report-k", o.report_k, "k of the report's faithfulness (k most attended among k nearest keys)")->type_name("K")->default_str("5")->group("Output");
+  app.add_option("--report-tokens", o.report_tokens, "tokens in the report's sample of whole sequences (0: as many as a ~20 MB page allows)")->type_name("N")->default_str("0")->group("Output");
   // Metrics.
   app.add_option("--scales", o.scales_text, "scale grid: a list, or log:LO:HI:N")
       ->type_name("LIST")->default_str(o.scales_text)->group("Metrics");
@@ -163,6 +166,8 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
   QKSCOPE_CHECK_AS(UsageError, o.checkpoint_every >= 0 && o.checkpoint_seconds >= 0,
                    "--checkpoint-every and --checkpoint-seconds: expected >= 0");
   if (!o.resume.empty() && o.checkpoint.empty()) o.checkpoint = o.resume;
+  QKSCOPE_CHECK_AS(UsageError, o.report_k >= 1, "--report-k: expected >= 1, got {}", o.report_k);
+  QKSCOPE_CHECK_AS(UsageError, o.report_tokens >= 0, "--report-tokens: expected >= 0, got {}", o.report_tokens);
   QKSCOPE_CHECK_AS(UsageError, o.checkpoint.empty() || (o.text.size() + o.ids.size() > 0),
                    "--checkpoint and --resume apply to --text and --ids runs");
   check_mode(o);

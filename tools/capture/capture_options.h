@@ -45,7 +45,10 @@ struct CaptureOptions {
   int64_t checkpoint_every = 0;   // --checkpoint-every N sequences (0: by time only)
   double checkpoint_seconds = 600;  // --checkpoint-seconds S (0: by count only)
   bool quiet = false;
-  bool quiet = false;
+  // Joint query/key report (--report): report.html and report.json.
+  bool report = false;
+  int report_k = 5;             // --report-k
+  int64_t report_tokens = 0;    // --report-tokens (0: as many as the size budget allows)
 };
 
 // Parses argv into options and checks that the flags form one valid mode. Throws
