@@ -12,6 +12,8 @@
 #include "qkscope/joint_report.h"
 #include "qkscope/metrics.h"
 #include "qkscope/qk_file.h"
+#include "qkscope/error.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/qk_store.h"
 
 namespace qkscope::cli {
@@ -90,10 +92,17 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
 }
 
 int run_qk_mode(const CaptureOptions& options) {
-  QkData data = read_qk_file(options.qk);
-  if (options.max_tokens) data = subsample(std::move(data), options);
+  QkData data;
+  if (options.qk_files.size() > 1) {
+    data = merge_qk_files(options.qk_files, options.max_tokens,
+                          options.seed_given ? std::optional<uint64_t>(options.seed) : std::nullopt);
+  } else {
+    data = read_qk_file(options.qk);
+    if (options.max_tokens) data = subsample(std::move(data), options);
+  }
   RunInfo run;
-  run.model = options.qk;
+  run.model = options.qk_files.size() > 1 ? fmt::format("{}", fmt::join(options.qk_files, " "))
+                                          : options.qk;
   run.max_tokens = options.max_tokens;
   run.seed = options.seed;
   analyse_and_write(data, options, run, /*save=*/!options.save_qk.empty(), 0.0);

@@ -101,7 +101,7 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
   app.add_option("--text", o.text, "text corpus: one sequence per non-empty line")->type_name("FILE")->group("Input");
   app.add_option("--ids", o.ids, "pre-tokenized input: one sequence of space-separated ids per line")->type_name("FILE")->group("Input");
   app.add_option("--inputs", o.inputs, "safetensors file of tensors named after the model's forward arguments")->type_name("FILE")->group("Input");
-  app.add_option("--qk", o.qk, "analyse a saved q/k file instead of running a model")->type_name("FILE")->group("Input");
+  app.add_option("--qk", o.qk_files, "analyse saved q/k files instead of running a model (several: one merged sample)")->type_name("FILE...")->group("Input");
   app.add_flag("--list-sites", o.list_sites, "print the attention sites found in --model and exit")->group("Input");
   app.add_option("--tokenizer", o.tokenizer, "HuggingFace tokenizer.json for --text")->type_name("FILE")->group("Tokenizer");
   app.add_option("--vocab", o.vocab, "BERT vocab.txt for --text (lower-cased unless --cased)")->type_name("FILE")->group("Tokenizer");
@@ -134,6 +134,7 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
   // Long runs.
   app.add_option("--checkpoint", o.checkpoint, "write the run's state here (atomically) every --checkpoint-every sequences / --checkpoint-seconds, at the end of the capture and on Ctrl-C")->type_name("FILE")->group("Long runs");
   app.add_option("--resume", o.resume, "continue the run saved in this checkpoint (same model, corpus and settings); checkpoints go on to --checkpoint, or to this file")->type_name("FILE")->group("Long runs");
+  app.add_option("--first-sequence", o.first_sequence, "index of the first sequence (runs over different corpora whose q/k files will be merged need distinct ranges)")->type_name("N")->default_str("0")->group("Long runs");
   app.add_option("--checkpoint-every", o.checkpoint_every, "sequences between checkpoints (0: by time only)")->type_name("N")->default_str("0")->group("Long runs");
   app.add_option("--checkpoint-seconds", o.checkpoint_seconds, "seconds between checkpoints (0: by count only)")->type_name("S")->default_str("600")->group("Long runs");
   app.set_version_flag("--version", "capture (qkscope) 0.1.0");
@@ -150,6 +151,9 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
     throw UsageError(e.what());
   }
 
+  if (!o.qk_files.empty()) o.qk = o.qk_files.front();
+  o.seed_given = app.count("--seed") > 0;
+  QKSCOPE_CHECK_AS(UsageError, o.first_sequence >= 0, "--first-sequence: expected >= 0");
   o.metrics.scales = parse_scales(o.scales_text);
   o.metrics.pairs = parse_pair_scope(pairs);
   o.metrics.select = parse_select_rule(select);

@@ -17,7 +17,8 @@ struct CaptureOptions {
   std::string text;       // --text
   std::string ids;        // --ids
   std::string inputs;     // --inputs
-  std::string qk;         // --qk
+  std::string qk;         // --qk (the first file)
+  std::vector<std::string> qk_files;  // --qk FILE... (several: merged, see qkscope/qk_merge.h)
   bool list_sites = false;
   // Tokenizer for --text.
   std::string tokenizer;  // --tokenizer (tokenizer.json)
@@ -44,6 +45,8 @@ struct CaptureOptions {
   std::string resume;             // --resume FILE
   int64_t checkpoint_every = 0;   // --checkpoint-every N sequences (0: by time only)
   double checkpoint_seconds = 600;  // --checkpoint-seconds S (0: by count only)
+  int64_t first_sequence = 0;     // --first-sequence N: index of the run's first sequence
+  bool seed_given = false;        // --seed was on the command line
   bool quiet = false;
   // Joint query/key report (--report): report.html and report.json.
   bool report = false;

@@ -30,6 +30,7 @@ RunSettings checkpoint_settings(const CaptureOptions& o, int max_length) {
   s.push_back({"--layers", o.layers_text.empty() ? "all" : o.layers_text});
   s.push_back({"--max-tokens", o.max_tokens ? std::to_string(*o.max_tokens) : "none"});
   s.push_back({"--seed", std::to_string(o.seed)});
+  s.push_back({"--first-sequence", std::to_string(o.first_sequence)});
   // Thread counts can change the forwards' summation order, hence the q/k in the last bits.
   s.push_back({"--threads", std::to_string(o.threads)});
   return s;

@@ -125,6 +125,7 @@ int run_model_mode(const CaptureOptions& o) {
     InputFile inputs = read_inputs(o.inputs);
     RunOptions ro;
     ro.batch_size = o.batch_size;
+    ro.first_sequence = o.first_sequence;
     ro.progress = [&](int64_t done, int64_t total) {
       throw_if_interrupted();
       progress.update(done, total);
@@ -177,7 +178,7 @@ int run_model_mode(const CaptureOptions& o) {
       auto batch = make_batch(sequences, begin, end, pad_id, o.pad_to, module.argument_names());
       RunOptions ro;
       ro.batch_size = static_cast<int64_t>(end - begin);
-      ro.first_sequence = static_cast<int64_t>(begin);
+      ro.first_sequence = static_cast<int64_t>(begin) + o.first_sequence;
       run_model(module, batch->tensors, sink, ro);
       tokens_done += batch->tokens;
       const double seconds = progress.elapsed();
