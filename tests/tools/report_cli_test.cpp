@@ -1,0 +1,63 @@
+// capture --report: both files written, report.json's numbers for a head equal an independent
+// computation from the q/k file and the sample report.json names.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_test_util.h"
+#include "qkscope/qk_file.h"
+#include "report_test_util.h"
+
+namespace qkscope {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(ReportCliTest, QkModeWritesReportFilesWithIndependentValues) {
+  const fs::path dir = testing::fresh_dir("qkscope_report_cli");
+  auto r = testing::run_capture(std::string("--qk ") + QKSCOPE_EXAMPLE_QK + " --out " + dir.string() +
+                                " --report --report-k 3 --seed 4 --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_TRUE(fs::exists(dir / "report.html"));
+  const auto j = nlohmann::json::parse(testing::read_text(dir / "report.json"));
+  EXPECT_EQ(j["format"], "qkscope.report.v1");
+  EXPECT_EQ(j["k"], 3);
+  EXPECT_EQ(j["sample"]["seed"], 4);
+  const QkData data = read_qk_file(QKSCOPE_EXAMPLE_QK);
+  const auto sequences = j["sample"]["sequences"].get<std::vector<int64_t>>();
+  const auto sizes = j["sample"]["sizes"].get<std::vector<int64_t>>();
+  ASSERT_FALSE(sequences.empty());
+  // Head 1 of the last site, checked at every constant.
+  const size_t site = data.sites.size() - 1;
+  const int slot = std::min(1, data.sites[site].n_heads - 1);
+  const auto h = testing::sample_head(data, site, slot, sequences);
+  int64_t total = 0;
+  for (int64_t s : sizes) total += s;
+  EXPECT_EQ(h.n, total);
+  const nlohmann::json* head = nullptr;
+  for (const auto& x : j["heads"])
+    if (x["layer"] == data.sites[site].layer && x["head"] == data.sites[site].head_index[slot]) head = &x;
+  ASSERT_NE(head, nullptr);
+  for (const auto& s : (*head)["scales"]) {
+    const double c = s["c"];
+    EXPECT_NEAR(s["faithfulness_d"].get<double>(), testing::brute_faithfulness_d(h, 3, c), 1e-12) << "c " << c;
+    const auto xy = testing::pca_picture(h, c);
+    const double f2 = testing::brute_faithfulness(h, 3, [&](int64_t i, int64_t k) {
+      return std::hypot(float(xy[2 * i]) - float(xy[2 * (h.n + k)]),
+                        float(xy[2 * i + 1]) - float(xy[2 * (h.n + k) + 1]));
+    });
+    EXPECT_NEAR(s["faithfulness_2d"].get<double>(), f2, 1e-9) << "c " << c;
+  }
+  // The same run again gives the same files (seeded sample, deterministic PCA).
+  const fs::path again = testing::fresh_dir("qkscope_report_cli_again");
+  r = testing::run_capture(std::string("--qk ") + QKSCOPE_EXAMPLE_QK + " --out " + again.string() +
+                           " --report --report-k 3 --seed 4 --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(testing::read_text(dir / "report.html"), testing::read_text(again / "report.html"));
+  // --report-k is checked.
+  EXPECT_EQ(testing::run_capture(std::string("--qk ") + QKSCOPE_EXAMPLE_QK + " --out " +
+                                 again.string() + " --report --report-k 0").status, 2);
+}
+
+}  // namespace
+}  // namespace qkscope
