@@ -13,6 +13,7 @@ PACKAGES=(
   libutf8proc-dev libpcre2-dev                  # tokenizers: Unicode data, GPT-2 split regex
   libsentencepiece-dev sentencepiece            # SentencePiece tokenizers (and spm_encode for a test)
   googletest libgtest-dev libgmock-dev libbenchmark-dev   # tests and benchmarks
+  chromium                                      # headless check of report.html (tests/tools/report_browser_test.cpp)
 )
 
 missing=()
