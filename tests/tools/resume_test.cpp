@@ -49,7 +49,7 @@ class ResumeTest : public ::testing::Test {
     std::string line;
     std::ofstream big(dir_ / "big.txt");
     for (int i = 0; i < 1500 && std::getline(in, line); ++i) {
-      if (i < 200) out << line << "\n";
+      if (i < 203) out << line << "\n";  // not a multiple of the batch size
       big << line << "\n";
     }
   }
@@ -76,7 +76,7 @@ class ResumeTest : public ::testing::Test {
 
 TEST_F(ResumeTest, KilledAnywhereThenResumedGivesTheUninterruptedTables) {
   ASSERT_EQ(run("", args("base")).status, 0);
-  // 200 lines, batches of 8: sequence 90 is in the 12th forward; checkpoints every 16 sequences.
+  // 203 lines, batches of 8: sequence 90 is in the 12th forward; checkpoints every 16 sequences.
   for (const std::string point : {"forward:90", "checkpoint:3", "metrics:2"}) {
     SCOPED_TRACE(point);
     fs::remove(ckpt());
@@ -95,11 +95,13 @@ TEST_F(ResumeTest, KilledAnywhereThenResumedGivesTheUninterruptedTables) {
 
 TEST_F(ResumeTest, InterruptWritesACheckpointAndResumes) {
   ASSERT_EQ(run("", args("base", "big.txt")).status, 0);
-  // SIGTERM from the shell while the run is going: the checkpoint is written on the way out.
+  // SIGTERM once the run is going (its first checkpoint exists): one more is written on the way
+  // out.
   const fs::path err = dir_ / "stopped.err";
   const std::string cmd = std::string(QKSCOPE_CAPTURE_EXE) + " " + args("out", "big.txt") +
-                          " --checkpoint " + ckpt() + " --checkpoint-seconds 0 >/dev/null 2>" +
-                          err.string() + " </dev/null & p=$!; sleep 1; kill -TERM $p; wait $p";
+                          " --checkpoint " + ckpt() + " --checkpoint-every 64 >/dev/null 2>" +
+                          err.string() + " </dev/null & p=$!; while [ ! -e " + ckpt() +
+                          " ]; do sleep 0.05; done; kill -TERM $p; wait $p";
   const int raw = std::system(cmd.c_str());
   CliRun stopped{WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, read_text(err)};
   if (stopped.status == 0) GTEST_SKIP() << "the run finished before the signal";

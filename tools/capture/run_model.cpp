@@ -163,7 +163,7 @@ int run_model_mode(const CaptureOptions& o) {
     if (!o.resume.empty()) {
       const int64_t next = resume_from(o.resume, settings, store);
       QKSCOPE_CHECK(next >= 0 && static_cast<size_t>(next) <= sequences.size() &&
-                        next % o.batch_size == 0,
+                        (next % o.batch_size == 0 || static_cast<size_t>(next) == sequences.size()),
                     "--resume {}: next sequence {} is not a batch boundary of this corpus ({} "
                     "sequences)", o.resume, next, sequences.size());
       first = static_cast<size_t>(next);
