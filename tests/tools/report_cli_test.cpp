@@ -59,5 +59,41 @@ TEST(ReportCliTest, QkModeWritesReportFilesWithIndependentValues) {
                                  again.string() + " --report --report-k 0").status, 2);
 }
 
+#ifdef QKSCOPE_HAVE_PLUGIN
+// An --inputs model without token ids (the generated ViT: 2 images of 17 tokens): both files,
+// every head in report.json, and the page's hover texts are patch indices.
+TEST(ReportCliTest, InputsModelWithoutTokenIdsLabelsPatches) {
+  const fs::path models = QKSCOPE_MODELS_DIR;
+  if (!fs::exists(models / "vit.pt")) GTEST_SKIP() << "build the qkscope_models target";
+  const fs::path dir = testing::fresh_dir("qkscope_report_vit");
+  auto r = testing::run_capture("--model " + (models / "vit.pt").string() + " --inputs " +
+                                (models / "vit_inputs.safetensors").string() + " --out " +
+                                dir.string() + " --report --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto table = nlohmann::json::parse(testing::read_text(dir / "ctable.json"));
+  const auto j = nlohmann::json::parse(testing::read_text(dir / "report.json"));
+  ASSERT_FALSE(j["heads"].empty());
+  EXPECT_EQ(j["heads"].size(), table["heads"].size());
+  EXPECT_EQ(j["sample"]["tokens"], 34);
+  for (const auto& h : j["heads"]) {
+    EXPECT_EQ(h["queries"], 34) << h.dump();  // 17 keys per image: every query qualifies
+    for (const auto& s : h["scales"]) EXPECT_TRUE(s["faithfulness_2d"].is_number()) << h.dump();
+  }
+  // The page's data block: hover texts "patch P" with P the token's position in its image.
+  const std::string html = testing::read_text(dir / "report.html");
+  const std::string open = "<script id=\"qk-data\" type=\"application/json\">";
+  const size_t from = html.find(open);
+  ASSERT_NE(from, std::string::npos);
+  const size_t begin = from + open.size();
+  const auto page = nlohmann::json::parse(html.substr(begin, html.find("</script>", begin) - begin));
+  const auto& tokens = page["tokens"];
+  ASSERT_EQ(tokens["text"].size(), 34u);
+  for (size_t i = 0; i < 34; ++i)
+    EXPECT_EQ(tokens["text"][i], "patch " + std::to_string(tokens["pos"][i].get<int>())) << i;
+  EXPECT_EQ(tokens["pos"][16], 16);
+  EXPECT_EQ(tokens["seq"][17], 1);
+}
+#endif
+
 }  // namespace
 }  // namespace qkscope
