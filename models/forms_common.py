@@ -4,6 +4,7 @@ the module's own projection weights with plain torch ops), a check of the presca
 logits the model really feeds its softmax, and checks of the op that computes the scores in a
 traced / scripted graph."""
 
+import math
 import warnings
 from contextlib import contextmanager
 
@@ -19,7 +20,44 @@ FORM_OPS = {
     "baddbmm": "aten::baddbmm",
     "einsum": "aten::einsum",
     "fused": "aten::_transformer_encoder_layer_fwd",
+    "sdpa": "aten::scaled_dot_product_attention",
 }
+
+
+def math_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """F.scaled_dot_product_attention written out (eval: no dropout), so that its logits pass
+    through a softmax the reference can see. torch 2.x's nn.MultiheadAttention calls SDPA when
+    need_weights is False (nn.TransformerEncoderLayer / DecoderLayer do)."""
+    scale = 1 / math.sqrt(q.size(-1)) if scale is None else scale
+    if enable_gqa and k.size(-3) != q.size(-3):
+        k = k.repeat_interleave(q.size(-3) // k.size(-3), -3)
+        v = v.repeat_interleave(q.size(-3) // v.size(-3), -3)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale
+    if is_causal:
+        causal = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return torch.matmul(torch.softmax(scores, -1), v)
+
+
+@contextmanager
+def visible_sdpa_logits():
+    """While active, torch.nn's calls of SDPA go through math_sdpa (torch 2.x); a no-op on 1.13."""
+    functional = torch.nn.functional
+    if not hasattr(functional, "scaled_dot_product_attention"):
+        yield
+        return
+    original = functional.scaled_dot_product_attention
+    functional.scaled_dot_product_attention = math_sdpa
+    try:
+        yield
+    finally:
+        functional.scaled_dot_product_attention = original
+
+
+# torch 2.x lowers nn.MultiheadAttention's slow path to SDPA when need_weights is False.
+SLOW_PATH_FORM = "sdpa" if hasattr(torch.nn.functional, "scaled_dot_product_attention") else "baddbmm"
 
 
 def fix_mha_init(model):
@@ -145,7 +183,7 @@ def expect_form(stem, graph, form, count, scores_shape=None, absent=()):
     which separates the score product from probs x values) and none of `absent`."""
     kind = FORM_OPS[form]
     nodes = [n for n in all_nodes(graph) if n.kind() == kind]
-    if scores_shape is not None:
+    if scores_shape is not None and form != "sdpa":  # SDPA returns the attention output
         nodes = [n for n in nodes if out_sizes(n) == tuple(scores_shape)]
     if len(nodes) != count:
         raise RuntimeError(f"{stem}: {len(nodes)} {kind} score ops in the graph, expected {count}")

@@ -20,6 +20,7 @@ from torch import nn
 
 from export_common import Export, init_weights, text_inputs
 from forms_common import (
+    SLOW_PATH_FORM,
     check_prescale,
     expect_form,
     fix_mha_init,
@@ -30,6 +31,7 @@ from forms_common import (
     softmax_logits,
     split_heads,
     trace,
+    visible_sdpa_logits,
 )
 
 VOCAB, EMBED, HEADS, FFN, MAX_POS = 100, 32, 4, 64, 64
@@ -149,7 +151,7 @@ def nn_reference(stem, model, inputs, sites, batch_first=True, causal=False, slo
     modules = dict(model.named_modules())
 
     def run():
-        with torch.enable_grad(), pre_hooks(model, sites) as calls:
+        with torch.enable_grad(), pre_hooks(model, sites) as calls, visible_sdpa_logits():
             output, logits, _ = softmax_logits(lambda: model(*inputs.values())[0].detach())
         pairs = [mha_qk(modules[name], args[0], batch_first) for name, args in calls]
         if [name for name, _ in calls] != list(sites):
@@ -201,9 +203,9 @@ def slow_scores_shape(inputs, src=None):
 
 def nn_encoder_export():
     inputs = text_inputs(VOCAB)
-    export = nn_export("nn_encoder", NNEncoderModel(), inputs, encoder_sites(), "baddbmm")
+    export = nn_export("nn_encoder", NNEncoderModel(), inputs, encoder_sites(), SLOW_PATH_FORM)
     graph = inlined(trace(export.model, inputs, with_grad=True))
-    expect_form("nn_encoder", graph, "baddbmm", 2, slow_scores_shape(inputs),
+    expect_form("nn_encoder", graph, SLOW_PATH_FORM, 2, slow_scores_shape(inputs),
                 absent=("aten::_transformer_encoder_layer_fwd",))
     return export
 
@@ -211,9 +213,10 @@ def nn_encoder_export():
 def nn_encoder_seq_first_export():
     inputs = text_inputs(VOCAB)
     model = NNEncoderSeqFirstModel()
-    export = nn_export("nn_encoder_seq_first", model, inputs, encoder_sites(), "baddbmm", batch_first=False)
+    export = nn_export("nn_encoder_seq_first", model, inputs, encoder_sites(), SLOW_PATH_FORM,
+                       batch_first=False)
     graph = inlined(trace(model, inputs, with_grad=True))
-    expect_form("nn_encoder_seq_first", graph, "baddbmm", 2, slow_scores_shape(inputs),
+    expect_form("nn_encoder_seq_first", graph, SLOW_PATH_FORM, 2, slow_scores_shape(inputs),
                 absent=("aten::_transformer_encoder_layer_fwd",))
     return export
 
@@ -265,7 +268,8 @@ def nn_encoder_scripted_export():
     # Per layer: the fused op, and the slow path's baddbmm (masked) / bmm (no mask) scores,
     # each twice, as _sa_block is inlined in both branches of `if self.norm_first`.
     expect_form(stem, graph, "fused", 2)
-    expect_form(stem, graph, "baddbmm", 4)
+    if SLOW_PATH_FORM == "baddbmm":  # torch 2.x holds SDPA and the need_weights products too
+        expect_form(stem, graph, "baddbmm", 4)
     with torch.inference_mode():
         for _ in range(3):  # the profiling executor optimizes from the second run
             got = scripted(*inputs.values())[0]
@@ -293,10 +297,13 @@ def cross_decoder_export():
     inputs = text_inputs(VOCAB)
     model = NNCrossDecoderModel()
     site, cross = "decoder.layers.0.self_attn", "decoder.layers.0.multihead_attn"
-    export = nn_export(stem, model, inputs, [site], "baddbmm", causal=True, skipped=(cross,))
+    export = nn_export(stem, model, inputs, [site], SLOW_PATH_FORM, causal=True, skipped=(cross,))
     graph = inlined(trace(model, inputs, with_grad=True))
-    expect_form(stem, graph, "baddbmm", 1, slow_scores_shape(inputs))
-    expect_form(stem, graph, "baddbmm", 1, slow_scores_shape(inputs, NNCrossDecoderModel.MEMORY))
+    if SLOW_PATH_FORM == "sdpa":  # SDPA's output is [B, H, T, D]: self- and cross-attention
+        expect_form(stem, graph, "sdpa", 2)
+    else:
+        expect_form(stem, graph, "baddbmm", 1, slow_scores_shape(inputs))
+        expect_form(stem, graph, "baddbmm", 1, slow_scores_shape(inputs, NNCrossDecoderModel.MEMORY))
     return export
 
 
