@@ -21,7 +21,6 @@ struct ActiveForwardGuard {
 }  // namespace
 
 CaptureModule CaptureModule::load(const std::string& path, const LoadOptions& options) {
-  detail::configure_torch_runtime();
   std::error_code ec;
   QKSCOPE_CHECK(std::filesystem::is_regular_file(path, ec), "model file not found: '{}'", path);
   torch::jit::Module module;
@@ -38,6 +37,7 @@ CaptureModule CaptureModule::load(const std::string& path, const LoadOptions& op
 CaptureModule CaptureModule::instrument(const torch::jit::Module& module, const std::string& name,
                                         const LoadOptions& options) {
   detail::ensure_capture_op_registered();
+  detail::configure_torch_runtime();  // also for modules loaded by the caller (once per process)
   QKSCOPE_CHECK(module.find_method("forward").has_value(), "model '{}' has no forward method",
                 name);
   auto state = std::make_shared<State>();

@@ -109,7 +109,15 @@ void run_model(const CaptureModule& module, const std::map<std::string, InputTen
         }
         std::vector<int64_t> sequences(n);
         for (int64_t r = 0; r < n; ++r) sequences[r] = options.first_sequence + begin + r;
-        module.forward(std::move(args), sequences);
+        try {
+          module.forward(std::move(args), sequences);
+        } catch (const Error&) {
+          throw;
+        } catch (const std::exception& e) {
+          // The interpreter's message is a traceback: keep its reason and the failing line.
+          throw Error(fmt::format("model '{}' failed on input rows {}..{}: {}", module.name(),
+                                  begin, begin + n - 1, detail::forward_error_summary(e)));
+        }
         std::lock_guard<std::mutex> lock(mutex);
         rows_done += n;
         if (options.progress) options.progress(rows_done, rows);

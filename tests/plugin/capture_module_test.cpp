@@ -446,6 +446,26 @@ TEST(ModelRunnerTest, BatchesThreadsAndStoreSinkGiveTheSingleForwardTokens) {
   }
 }
 
+TEST(ModelRunnerTest, ForwardErrorsGiveTheReasonAndTheFailingLineInOneLine) {
+  // 100 tokens for a BERT with a 64-position table: the forward fails inside the interpreter.
+  Fixture f = load_fixture("bert");
+  CallbackSink sink([](const SiteDescription&, const QkBatch&) {});
+  std::map<std::string, at::Tensor> long_inputs = {
+      {"input_ids", torch::ones({2, 100}, at::kLong)},
+      {"attention_mask", torch::ones({2, 100}, at::kLong)}};
+  try {
+    run_model(f.module, views(long_inputs), sink);
+    FAIL();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+    EXPECT_NE(what.find("failed on input rows 0..1"), std::string::npos) << what;
+    EXPECT_NE(what.find("RuntimeError: The expanded size of the tensor (100)"), std::string::npos) << what;
+    EXPECT_NE(what.find("(at: "), std::string::npos) << what;
+    EXPECT_EQ(what.find("The following operation failed"), std::string::npos) << what;
+  }
+}
+
 TEST(ModelRunnerTest, BindingErrorsListTheSchema) {
   Fixture f = load_fixture("bert");
   CallbackSink sink([](const SiteDescription&, const QkBatch&) {});

@@ -70,6 +70,23 @@ TEST(CaptureModelTest, SkippedSitesAreListedSaidAndRecorded) {
   EXPECT_EQ(lines_of(read_text(out / "heads.csv")), 1 + 4);  // one captured layer of 4 heads
 }
 
+TEST(CaptureModelTest, MaxLengthBeyondThePositionTableIsAUsageError) {
+  fs::path out = fresh_dir("qkscope_model_max_length");
+  fs::path corpus = write_file("qkscope_model_max_length.txt", "the cat sat on the mat .\n");
+  fs::path vocab = write_file("qkscope_model_max_length_vocab.txt", kVocab);
+  CliResult r = run_capture("--model " + model("bert") + " --text " + corpus.string() +
+                            " --vocab " + vocab.string() + " --max-length 100000 --out " +
+                            out.string());
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--max-length 100000 is longer than the model's position table (64 "
+                       "positions"), std::string::npos) << r.err;
+  CliResult pad = run_capture("--model " + model("bert") + " --text " + corpus.string() +
+                              " --vocab " + vocab.string() + " --pad-to 100 --out " + out.string());
+  EXPECT_EQ(pad.status, 2) << pad.err;
+  EXPECT_NE(pad.err.find("--pad-to 100 is longer than the model's position table"),
+            std::string::npos) << pad.err;
+}
+
 TEST(CaptureModelTest, ListSitesShowsLayersAndModules) {
   CliResult r = run_capture("--model " + model("bert") + " --list-sites");
   ASSERT_EQ(r.status, 0) << r.err;

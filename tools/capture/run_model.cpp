@@ -139,6 +139,15 @@ int run_model_mode(const CaptureOptions& o) {
     const auto positions = embedding_rows(module.original(), {"position_embeddings.weight", "wpe.weight"});
     const int max_length = o.max_length.value_or(
         positions ? static_cast<int>(std::min<int64_t>(positions->first, 128)) : 128);
+    // Longer sequences would index past the model's position table inside the forward.
+    QKSCOPE_CHECK_AS(UsageError, !positions || max_length <= positions->first,
+                     "--max-length {} is longer than the model's position table ({} positions, "
+                     "'{}'): use --max-length {} or less", max_length, positions->first,
+                     positions->second, positions->first);
+    QKSCOPE_CHECK_AS(UsageError, !positions || !o.pad_to || *o.pad_to <= positions->first,
+                     "--pad-to {} is longer than the model's position table ({} positions, '{}')",
+                     o.pad_to.value_or(0), positions ? positions->first : 0,
+                     positions ? positions->second : std::string());
     std::vector<Sequence> sequences;
     int64_t pad_id = 0;
     if (!o.text.empty()) {
@@ -179,7 +188,15 @@ int run_model_mode(const CaptureOptions& o) {
       RunOptions ro;
       ro.batch_size = static_cast<int64_t>(end - begin);
       ro.first_sequence = static_cast<int64_t>(begin) + o.first_sequence;
-      run_model(module, batch->tensors, sink, ro);
+      try {
+        run_model(module, batch->tensors, sink, ro);
+      } catch (const UsageError&) {
+        throw;
+      } catch (const Error& e) {
+        // Name the batch by its first sequence's place in the input file.
+        throw Error(fmt::format("{}:{} (batch of sequences {}..{}): {}", run.input,
+                                sequences[begin].line, begin, end - 1, e.what()));
+      }
       tokens_done += batch->tokens;
       const double seconds = progress.elapsed();
       progress.update(static_cast<int64_t>(end), static_cast<int64_t>(sequences.size()),
