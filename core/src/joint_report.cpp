@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <random>
 #include <thread>
@@ -97,33 +98,56 @@ void compute_head(const QkData& data, const CTable& table, const HeadResult& res
   out.layer = result.layer;
   out.head = slot;
 
+  // The sample's tokens finite in this head (the others go into out.nonfinite).
   const int64_t n = static_cast<int64_t>(report.tokens.size());
   const int dim = site->head_dim;
-  std::vector<float> q(static_cast<size_t>(n * dim)), k(q.size());
-  std::vector<int64_t> sequence(static_cast<size_t>(n)), position(sequence.size());
+  std::vector<float> q, k;
+  std::vector<int64_t> sequence, position, kept;
+  q.reserve(static_cast<size_t>(n * dim));
+  k.reserve(q.capacity());
   for (int64_t i = 0; i < n; ++i) {
     const int64_t t = report.tokens[i];
     const size_t from = (static_cast<size_t>(t) * site->n_heads + slot) * dim;
-    std::copy_n(site->q.begin() + from, dim, q.begin() + i * dim);
-    std::copy_n(site->k.begin() + from, dim, k.begin() + i * dim);
-    sequence[i] = data.sequence[t];
-    position[i] = data.position[t];
+    const float* qt = site->q.data() + from;
+    const float* kt = site->k.data() + from;
+    if (!std::all_of(qt, qt + dim, [](float v) { return std::isfinite(v); }) ||
+        !std::all_of(kt, kt + dim, [](float v) { return std::isfinite(v); })) {
+      out.nonfinite.push_back(i);
+      continue;
+    }
+    q.insert(q.end(), qt, qt + dim);
+    k.insert(k.end(), kt, kt + dim);
+    sequence.push_back(data.sequence[t]);
+    position.push_back(data.position[t]);
+    kept.push_back(i);
   }
-  const HeadVectors head{n, dim, q.data(), k.data(), dim, sequence.data(), position.data()};
+  const int64_t m = static_cast<int64_t>(kept.size());
+  const HeadVectors head{m, dim, q.data(), k.data(), dim, sequence.data(), position.data()};
   const AttendedSets attended = most_attended(head, scope, report.options.k);
   out.queries = static_cast<int64_t>(attended.queries.size());
-  Eigen::MatrixXd x(2 * n, dim);
+  Eigen::MatrixXd x(2 * m, dim);
   for (double c : scales) {
+    out.pca.emplace_back(static_cast<size_t>(4 * n), std::numeric_limits<float>::quiet_NaN());
+    if (m == 0) {
+      out.faithfulness_d.emplace_back();
+      out.faithfulness_2d.emplace_back();
+      continue;
+    }
     out.faithfulness_d.push_back(faithfulness_d(head, attended, scope, c));
     const std::vector<double> shift = key_translation(head, c);
-    for (int64_t i = 0; i < n; ++i)
+    for (int64_t i = 0; i < m; ++i)
       for (int d = 0; d < dim; ++d) {
         x(i, d) = c * q[i * dim + d];
-        x(n + i, d) = k[i * dim + d] / c + shift[d];
+        x(m + i, d) = k[i * dim + d] / c + shift[d];
       }
-    out.pca.push_back(pca_2d(x));
-    const float* xy = out.pca.back().data();
-    out.faithfulness_2d.push_back(faithfulness_2d(head, attended, scope, xy, xy + 2 * n));
+    const std::vector<float> xy = pca_2d(x);  // [2m, 2]: kept queries, then kept keys
+    out.faithfulness_2d.push_back(faithfulness_2d(head, attended, scope, xy.data(), xy.data() + 2 * m));
+    float* full = out.pca.back().data();  // [2n, 2]: every sample token, NaN where left out
+    for (int64_t r = 0; r < m; ++r)
+      for (int a = 0; a < 2; ++a) {
+        full[2 * kept[r] + a] = xy[2 * r + a];
+        full[2 * (n + kept[r]) + a] = xy[2 * (m + r) + a];
+      }
   }
   // The constant that maximises faithfulness_2d; ties as SPEC 3's choice (|log c|, then c).
   std::vector<std::optional<double>> negated;
@@ -184,6 +208,9 @@ std::string report_json(const JointReport& report, const CTable& table, const Ru
   j["pairs"] = to_string(table.options.pairs);
   j["scales"] = table.options.scales;
   j["translation"] = "keys k/c + t, t = mean(c q) - mean(k/c) over the sample's tokens";
+  j["nonfinite"] = "a sample token whose q or k of a head holds NaN or Inf is left out of that "
+                   "head's picture, translation and faithfulness (as query and as key), as the "
+                   "table leaves it out of the head's metrics; counted in nonfinite_tokens";
   j["sample"] = {{"seed", report.options.seed},
                  {"max_tokens", report.options.max_tokens},
                  {"tokens", report.tokens.size()},
@@ -210,6 +237,7 @@ std::string report_json(const JointReport& report, const CTable& table, const Ru
                         {"faithfulness_2d", optional_number(r.faithfulness_2d[c])}});
     heads.push_back({{"layer", t.layer}, {"head", t.head}, {"module", t.module},
                      {"prescale", t.prescale}, {"queries", r.queries},
+                     {"nonfinite_tokens", r.nonfinite.size()},
                      {"c_wcorr", optional_number(t.c_wcorr)},
                      {"c_wcorr_scaled", optional_number(t.c_wcorr_scaled)},
                      {"c_norm", optional_number(t.c_norm)},

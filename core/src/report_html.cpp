@@ -106,7 +106,10 @@ std::string report_html(const JointReport& report, const QkData& data, const CTa
     const SiteData& site = data.sites[static_cast<size_t>(r.site)];
     const int dim = site.head_dim;
     half.assign(static_cast<size_t>(2 * n * dim), 0);
+    std::vector<bool> left_out(static_cast<size_t>(n), false);
+    for (int64_t i : r.nonfinite) left_out[static_cast<size_t>(i)] = true;
     for (int64_t i = 0; i < n; ++i) {
+      if (left_out[static_cast<size_t>(i)]) continue;  // NaN/Inf in this head: zeros, masked
       const size_t from = (static_cast<size_t>(report.tokens[i]) * site.n_heads + r.head) * dim;
       for (int d = 0; d < dim; ++d) {
         half[i * dim + d] = to_half(site.q[from + d]);
@@ -115,15 +118,21 @@ std::string report_html(const JointReport& report, const QkData& data, const CTa
     }
     json pictures = json::array();
     for (const std::vector<float>& xy : r.pca) {
+      // Range over the finite entries (NaN: a token left out of this head, stored as 0).
       float lo[2] = {0, 0}, hi[2] = {0, 0};
+      bool any[2] = {false, false};
       for (size_t i = 0; i < xy.size(); ++i) {
-        lo[i % 2] = i < 2 ? xy[i] : std::min(lo[i % 2], xy[i]);
-        hi[i % 2] = i < 2 ? xy[i] : std::max(hi[i % 2], xy[i]);
+        if (std::isnan(xy[i])) continue;
+        lo[i % 2] = any[i % 2] ? std::min(lo[i % 2], xy[i]) : xy[i];
+        hi[i % 2] = any[i % 2] ? std::max(hi[i % 2], xy[i]) : xy[i];
+        any[i % 2] = true;
       }
       grid.resize(xy.size());
       for (size_t i = 0; i < xy.size(); ++i) {
         const float span = hi[i % 2] - lo[i % 2];
-        grid[i] = span > 0 ? static_cast<uint16_t>(std::lround((xy[i] - lo[i % 2]) / span * 65535.0f)) : 0;
+        grid[i] = span > 0 && !std::isnan(xy[i])
+                      ? static_cast<uint16_t>(std::lround((xy[i] - lo[i % 2]) / span * 65535.0f))
+                      : 0;
       }
       pictures.push_back({{"lo", {lo[0], lo[1]}}, {"hi", {hi[0], hi[1]}},
                           {"xy", base64(grid.data(), grid.size() * 2)}});
@@ -134,6 +143,7 @@ std::string report_html(const JointReport& report, const QkData& data, const CTa
     for (const auto& v : r.faithfulness_2d) f2.push_back(optional_number(v));
     heads.push_back({{"layer", t.layer}, {"head", t.head}, {"module", t.module},
                      {"prescale", t.prescale}, {"dim", dim}, {"queries", r.queries},
+                     {"nonfinite", r.nonfinite},
                      {"c_wcorr", optional_number(t.c_wcorr)},
                      {"c_wcorr_scaled", optional_number(t.c_wcorr_scaled)},
                      {"c_norm", optional_number(t.c_norm)},

@@ -38,6 +38,25 @@ std::string chromium_command(const std::string& chromium, const fs::path& profil
          " --proxy-server=http://127.0.0.1:9 --user-data-dir=" + profile.string();
 }
 
+// Opens `dir`/report.html at `hash` (the page's test hook) and returns what the hook wrote.
+nlohmann::json page_test_output(const std::string& chromium, const fs::path& dir, const std::string& hash) {
+  const fs::path dom = dir / "dom.html", log = dir / "chromium.log";
+  const std::string url = "'file://" + (dir / "report.html").string() + "#" + hash + "'";
+  const std::string cmd = "timeout 50 " + chromium_command(chromium, dir / "profile") +
+                          " --virtual-time-budget=8000 --dump-dom " + url + " >" + dom.string() +
+                          " 2>" + log.string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << testing::read_text(log);
+  const std::string html = testing::read_text(dom);
+  const size_t at = html.find("<pre id=\"qk-test\">");
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "the page's test hook did not run; chromium said:\n"
+                  << testing::read_text(log).substr(0, 3000);
+    return nlohmann::json::object();
+  }
+  const size_t from = at + std::strlen("<pre id=\"qk-test\">");
+  return nlohmann::json::parse(unescape_html(html.substr(from, html.find("</pre>", from) - from)));
+}
+
 TEST(ReportBrowserTest, ExampleReportRendersOfflineWithIndependentValues) {
   const std::string chromium = find_chromium();
   if (chromium.empty())
@@ -60,19 +79,8 @@ TEST(ReportBrowserTest, ExampleReportRendersOfflineWithIndependentValues) {
   const int head_index = 5;
   ASSERT_GT(report["heads"].size(), size_t{head_index});
 
-  const fs::path dom = dir / "dom.html", log = dir / "chromium.log";
-  const std::string url = "'file://" + (dir / "report.html").string() + "#test=" +
-                          std::to_string(head_index) + "&umap=1'";
-  const std::string cmd = "timeout 50 " + chromium_command(chromium, dir / "profile") +
-                          " --virtual-time-budget=8000 --dump-dom " + url + " >" + dom.string() +
-                          " 2>" + log.string();
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_text(log);
-  const std::string html = testing::read_text(dom);
-  const size_t at = html.find("<pre id=\"qk-test\">");
-  ASSERT_NE(at, std::string::npos) << "the page's test hook did not run; chromium said:\n"
-                                   << testing::read_text(log).substr(0, 3000);
-  const size_t from = at + std::strlen("<pre id=\"qk-test\">");
-  const auto page = nlohmann::json::parse(unescape_html(html.substr(from, html.find("</pre>", from) - from)));
+  const auto page = page_test_output(chromium, dir, "test=" + std::to_string(head_index) + "&umap=1");
+  ASSERT_FALSE(page.empty());
 
   EXPECT_TRUE(page["errors"].empty()) << page["errors"].dump();
   EXPECT_EQ(page["resources"], 0) << "the page made a request";
@@ -115,7 +123,7 @@ TEST(ReportBrowserTest, ExampleReportRendersOfflineWithIndependentValues) {
   }
 
   // A screenshot of the page: a PNG with content (not a blank page).
-  const fs::path png = dir / "screenshot.png";
+  const fs::path png = dir / "screenshot.png", log = dir / "chromium.log";
   const std::string shot = "timeout 50 " + chromium_command(chromium, dir / "profile") +
                            " --window-size=1280,1600 --virtual-time-budget=3000 --screenshot=" +
                            png.string() + " 'file://" + (dir / "report.html").string() +
@@ -123,6 +131,52 @@ TEST(ReportBrowserTest, ExampleReportRendersOfflineWithIndependentValues) {
   ASSERT_EQ(std::system(shot.c_str()), 0) << testing::read_text(log);
   ASSERT_TRUE(fs::exists(png));
   EXPECT_GT(fs::file_size(png), 20000u) << "screenshot looks blank";
+}
+
+// Tokens with NaN/Inf in a head's q or k: the page draws the head without them, its faithfulness
+// and UMAP leave them out, and nothing fails.
+TEST(ReportBrowserTest, NonFiniteTokensAreLeftOutInThePage) {
+  const std::string chromium = find_chromium();
+  if (chromium.empty())
+    GTEST_SKIP() << "chromium is not installed (tools/setup.sh installs Debian's 'chromium')";
+  const fs::path dir = testing::fresh_dir("qkscope_report_browser_nonfinite");
+  fs::create_directories(dir);
+  const QkData data = testing::with_nonfinite(read_qk_file(QKSCOPE_EXAMPLE_QK));
+  write_qk_file((dir / "qk.safetensors").string(), data);
+  auto r = testing::run_capture("--qk " + (dir / "qk.safetensors").string() + " --out " +
+                                dir.string() + " --report --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto report = nlohmann::json::parse(testing::read_text(dir / "report.json"));
+  for (int slot : {0, 1}) {  // NaN in the queries of stored head 0, Inf in the keys of head 1
+    SCOPED_TRACE(slot);
+    size_t hi = 0;
+    while (report["heads"][hi]["layer"] != data.sites[0].layer ||
+           report["heads"][hi]["head"] != data.sites[0].head_index[slot]) ++hi;
+    const auto& jh = report["heads"][hi];
+    const auto page = page_test_output(chromium, dir, "test=" + std::to_string(hi) + "&umap=1");
+    ASSERT_FALSE(page.empty());
+    EXPECT_TRUE(page["errors"].empty()) << page["errors"].dump();
+    EXPECT_GT(page["drawn_pixels"].get<int>(), 1000);
+    const int64_t n = page["tokens"];
+    const auto h = testing::sample_head(data, 0, slot, report["sample"]["sequences"].get<std::vector<int64_t>>());
+    ASSERT_EQ(h.n, n);
+    std::vector<bool> left_out(n);
+    for (int64_t i = 0; i < n; ++i)
+      for (int d = 0; d < h.dim; ++d)
+        if (!std::isfinite(h.q[i * h.dim + d]) || !std::isfinite(h.k[i * h.dim + d])) left_out[i] = true;
+    int64_t count = 0;
+    for (bool b : left_out) count += b;
+    EXPECT_EQ(jh["nonfinite_tokens"], count);
+    for (size_t ci = 0; ci < page["pca"].size(); ++ci) {
+      const auto& xy = page["pca"][ci];
+      for (int64_t i = 0; i < n; ++i)  // left out: no point (NaN, null in JSON), as query and key
+        for (int64_t row : {i, n + i}) EXPECT_EQ(xy[2 * row].is_null(), bool(left_out[i])) << i;
+      EXPECT_NEAR(page["faithfulness_2d_page"][ci].get<double>(),
+                  jh["scales"][ci]["faithfulness_2d"].get<double>(), 5e-3);
+    }
+    EXPECT_TRUE(page["umap_faithfulness_2d"].is_number()) << page.dump().substr(0, 500);
+    EXPECT_TRUE(page["umap_again_equal"].get<bool>());
+  }
 }
 
 }  // namespace

@@ -59,6 +59,58 @@ TEST(ReportCliTest, QkModeWritesReportFilesWithIndependentValues) {
                                  again.string() + " --report --report-k 0").status, 2);
 }
 
+// NaN/Inf in a head's q or k: those tokens are left out of that head's picture and
+// faithfulness (as the table leaves them out of its metrics), the other heads are untouched.
+TEST(ReportCliTest, NonFiniteTokensAreLeftOutOfTheirHeadOnly) {
+  const fs::path dir = testing::fresh_dir("qkscope_report_nonfinite");
+  const QkData clean = read_qk_file(QKSCOPE_EXAMPLE_QK);
+  const QkData data = testing::with_nonfinite(clean);
+  fs::create_directories(dir);
+  write_qk_file((dir / "qk.safetensors").string(), data);
+  auto r = testing::run_capture("--qk " + (dir / "qk.safetensors").string() + " --out " +
+                                (dir / "nan").string() + " --report --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = testing::run_capture(std::string("--qk ") + QKSCOPE_EXAMPLE_QK + " --out " +
+                           (dir / "clean").string() + " --report --quiet");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(testing::read_text(dir / "nan" / "report.json"));
+  const auto ref = nlohmann::json::parse(testing::read_text(dir / "clean" / "report.json"));
+  const auto table = nlohmann::json::parse(testing::read_text(dir / "nan" / "ctable.json"));
+  ASSERT_EQ(j["sample"], ref["sample"]);
+  const auto sequences = j["sample"]["sequences"].get<std::vector<int64_t>>();
+  const SiteData& site = data.sites.front();
+  int affected = 0;
+  for (size_t h = 0; h < j["heads"].size(); ++h) {
+    const auto& jh = j["heads"][h];
+    int slot = -1;
+    if (jh["layer"] == site.layer)
+      for (int s = 0; s < site.n_heads; ++s)
+        if (site.head_index[s] == jh["head"]) slot = s;
+    if (slot != 0 && slot != 1) {  // untouched head: as in the clean run
+      EXPECT_EQ(jh, ref["heads"][h]);
+      continue;
+    }
+    ++affected;
+    const auto all = testing::sample_head(data, 0, slot, sequences);
+    const auto h_fin = testing::finite_only(all);
+    ASSERT_GT(all.n - h_fin.n, 10) << "slot " << slot;
+    EXPECT_EQ(jh["nonfinite_tokens"], all.n - h_fin.n);
+    EXPECT_EQ(table["heads"][h]["nonfinite_tokens"], all.n - h_fin.n);  // the whole file is sampled
+    for (const auto& sc : jh["scales"]) {
+      const double c = sc["c"];
+      EXPECT_NEAR(sc["faithfulness_d"].get<double>(), testing::brute_faithfulness_d(h_fin, 5, c), 1e-12);
+      const auto xy = testing::pca_picture(h_fin, c);
+      const double f2 = testing::brute_faithfulness(h_fin, 5, [&](int64_t i, int64_t k) {
+        return std::hypot(float(xy[2 * i]) - float(xy[2 * (h_fin.n + k)]),
+                          float(xy[2 * i + 1]) - float(xy[2 * (h_fin.n + k) + 1]));
+      });
+      EXPECT_NEAR(sc["faithfulness_2d"].get<double>(), f2, 1e-9) << "c " << c;
+    }
+  }
+  EXPECT_EQ(affected, 2);
+  EXPECT_EQ(ref["heads"][0]["nonfinite_tokens"], 0);
+}
+
 #ifdef QKSCOPE_HAVE_PLUGIN
 // An --inputs model without token ids (the generated ViT: 2 images of 17 tokens): both files,
 // every head in report.json, and the page's hover texts are patch indices.

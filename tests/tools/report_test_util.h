@@ -40,6 +40,35 @@ inline SampleHead sample_head(const QkData& data, size_t site, int slot,
   return h;
 }
 
+// `h` without the tokens whose q or k holds NaN or Inf (SPEC 4: left out of that head).
+inline SampleHead finite_only(const SampleHead& h) {
+  SampleHead out;
+  out.dim = h.dim;
+  for (int64_t i = 0; i < h.n; ++i) {
+    bool finite = true;
+    for (int d = 0; d < h.dim; ++d)
+      finite = finite && std::isfinite(h.q[i * h.dim + d]) && std::isfinite(h.k[i * h.dim + d]);
+    if (!finite) continue;
+    out.q.insert(out.q.end(), h.q.begin() + i * h.dim, h.q.begin() + (i + 1) * h.dim);
+    out.k.insert(out.k.end(), h.k.begin() + i * h.dim, h.k.begin() + (i + 1) * h.dim);
+    out.seq.push_back(h.seq[i]);
+    out.pos.push_back(h.pos[i]);
+    ++out.n;
+  }
+  return out;
+}
+
+// The example's q/k with NaN in the query of stored head 0 of the first site for tokens
+// t % 7 == 3 and +Inf in the key of its stored head 1 for t % 11 == 5.
+inline QkData with_nonfinite(QkData data) {
+  SiteData& s = data.sites.front();
+  for (int64_t t = 0; t < data.n_tokens(); ++t) {
+    if (t % 7 == 3) s.q[(t * s.n_heads + 0) * s.head_dim + 2] = std::nanf("");
+    if (t % 11 == 5) s.k[(t * s.n_heads + 1) * s.head_dim] = INFINITY;
+  }
+  return data;
+}
+
 // faithfulness in sequence scope with N_i by `dist(i, j)`.
 template <class Dist>
 double brute_faithfulness(const SampleHead& h, int k, Dist dist) {

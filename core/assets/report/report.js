@@ -23,12 +23,15 @@
     return s * (1 + m / 1024) * Math.pow(2, e - 15);
   }
   const cache = new Map();
-  function vectors(hi) {  // {q, k}: Float32Array [N * dim]
+  // {q, k}: Float32Array [N * dim]; ok[i] = 0 for a token left out of this head (NaN/Inf in its
+  // q or k; the capture left it out of the head's picture and faithfulness).
+  function vectors(hi) {
     if (cache.has(hi)) return cache.get(hi);
     const H = D.heads[hi], raw = u16(H.qk), n = N * H.dim;
-    const q = new Float32Array(n), k = new Float32Array(n);
+    const q = new Float32Array(n), k = new Float32Array(n), ok = new Uint8Array(N).fill(1);
     for (let i = 0; i < n; ++i) { q[i] = half(raw[i]); k[i] = half(raw[n + i]); }
-    const v = { q, k };
+    H.nonfinite.forEach((i) => { ok[i] = 0; });
+    const v = { q, k, ok };
     cache.set(hi, v);
     return v;
   }
@@ -38,15 +41,17 @@
       const a = i & 1;
       out[i] = P.lo[a] + (g[i] / 65535) * (P.hi[a] - P.lo[a]);
     }
+    D.heads[hi].nonfinite.forEach((i) => { out[2 * i] = out[2 * i + 1] = out[2 * (N + i)] = out[2 * (N + i) + 1] = NaN; });
     return out;
   }
   const umapCache = new Map();
   function picture(hi, ci, proj) { return proj === 'umap' ? umapCache.get(hi + ':' + ci) : pca(hi, ci); }
 
   // ---- pair scope and attention ----
-  function keysInScope(i) {
+  function keysInScope(i, ok) {
     const out = [];
     for (let j = 0; j < N; ++j) {
+      if (!ok[j]) continue;
       if (D.pairs !== 'all' && D.tokens.seq[j] !== D.tokens.seq[i]) continue;
       if (D.pairs === 'causal' && D.tokens.pos[j] > D.tokens.pos[i]) continue;
       out.push(j);
@@ -55,7 +60,7 @@
   }
   // Softmax of prescale * q.k over the query's keys in scope; the top `count` as [j, weight].
   function attended(hi, i, count) {
-    const H = D.heads[hi], v = vectors(hi), dim = H.dim, keys = keysInScope(i);
+    const H = D.heads[hi], v = vectors(hi), dim = H.dim, keys = keysInScope(i, v.ok);
     const s = keys.map((j) => {
       let d = 0;
       for (let a = 0; a < dim; ++a) d += v.q[i * dim + a] * v.k[j * dim + a];
@@ -71,7 +76,8 @@
     const H = D.heads[hi], v = vectors(hi), dim = H.dim, k = D.k;
     let sum = 0, count = 0;
     for (let i = 0; i < N; ++i) {
-      const keys = keysInScope(i);
+      if (!v.ok[i]) continue;
+      const keys = keysInScope(i, v.ok);
       if (keys.length < k) continue;
       const dots = keys.map((j) => {
         let d = 0;
@@ -102,15 +108,18 @@
     for (let a = 0; a < x.length; ++a) { d += x[a] * y[a]; nx += x[a] * x[a]; ny += y[a] * y[a]; }
     return nx === 0 || ny === 0 ? 1 : 1 - d / Math.sqrt(nx * ny);
   }
-  function jointVectors(hi, ci) {  // c q_i, then k_j / c + t: the keys on the queries' centroid
+  // c q_i, then k_j / c + t (the keys on the queries' centroid), over the head's kept tokens.
+  function jointVectors(hi, ci) {
     const H = D.heads[hi], v = vectors(hi), dim = H.dim, c = C[ci];
+    const kept = [];
+    for (let i = 0; i < N; ++i) if (v.ok[i]) kept.push(i);
     const t = new Float64Array(dim);
-    for (let i = 0; i < N; ++i)
-      for (let a = 0; a < dim; ++a) t[a] += (c * v.q[i * dim + a] - v.k[i * dim + a] / c) / N;
+    for (const i of kept)
+      for (let a = 0; a < dim; ++a) t[a] += (c * v.q[i * dim + a] - v.k[i * dim + a] / c) / kept.length;
     const rows = [];
-    for (let i = 0; i < N; ++i) rows.push(Array.from({ length: dim }, (_, a) => c * v.q[i * dim + a]));
-    for (let j = 0; j < N; ++j) rows.push(Array.from({ length: dim }, (_, a) => v.k[j * dim + a] / c + t[a]));
-    return rows;
+    for (const i of kept) rows.push(Array.from({ length: dim }, (_, a) => c * v.q[i * dim + a]));
+    for (const j of kept) rows.push(Array.from({ length: dim }, (_, a) => v.k[j * dim + a] / c + t[a]));
+    return { rows, kept };
   }
   function umap(hi, ci) {
     const key = hi + ':' + ci;
@@ -118,8 +127,11 @@
     const H = D.heads[hi];
     const u = new UMAP.UMAP({ nComponents: 2, nNeighbors: 15, minDist: 0.1, nEpochs: 200,
       distanceFn: cosine, random: mulberry32((D.seed * 7919 + H.layer * 1009 + H.head * 31 + ci) | 0) });
-    const emb = u.fit(jointVectors(hi, ci)), xy = new Float32Array(4 * N);
-    emb.forEach((p, r) => { xy[2 * r] = p[0]; xy[2 * r + 1] = p[1]; });
+    const J = jointVectors(hi, ci), m = J.kept.length, emb = u.fit(J.rows), xy = new Float32Array(4 * N).fill(NaN);
+    J.kept.forEach((i, r) => {
+      xy[2 * i] = emb[r][0]; xy[2 * i + 1] = emb[r][1];
+      xy[2 * (N + i)] = emb[m + r][0]; xy[2 * (N + i) + 1] = emb[m + r][1];
+    });
     umapCache.set(key, xy);
     return xy;
   }
@@ -131,6 +143,7 @@
     if (!xy) { ctx.fillStyle = '#999'; ctx.fillText('not computed', 8, h / 2); return null; }
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
     for (let i = 0; i < xy.length; i += 2) {
+      if (Number.isNaN(xy[i])) continue;  // a token left out of this head
       x0 = Math.min(x0, xy[i]); x1 = Math.max(x1, xy[i]); y0 = Math.min(y0, xy[i + 1]); y1 = Math.max(y1, xy[i + 1]);
     }
     const m = 6, s = Math.min((w - 2 * m) / (x1 - x0 || 1), (h - 2 * m) / (y1 - y0 || 1));
@@ -141,6 +154,7 @@
       ctx.fillStyle = pass ? KCOL : QCOL;
       for (let i = 0; i < N; ++i) {
         const p = 2 * (pass * N + i);
+        if (Number.isNaN(xy[p])) continue;
         ctx.fillRect(T.x(xy[p]) - r, T.y(xy[p + 1]) - r, 2 * r, 2 * r);
       }
     }
@@ -240,7 +254,8 @@
     });
     sec.innerHTML = `<h2>Layer ${H.layer} head ${H.head} <small>${esc(H.module)} (prescale ${fmt(H.prescale, 4)}, D = ${H.dim})</small></h2>` +
       `<p>c_wcorr ${fmt(H.c_wcorr, 4)} \u00b7 c_wcorr_scaled ${fmt(H.c_wcorr_scaled, 4)} \u00b7 c_norm ${fmt(H.c_norm, 4)} \u00b7 c_faithfulness_2d ${fmt(H.c_faithfulness_2d, 4)}. ` +
-      `Queries c\u00b7q, keys k/c translated onto the queries' centroid. faithfulness (k = ${D.k}, ${H.queries} queries): share of each query's ${D.k} most attended keys among its ${D.k} nearest; faithfulness_d is the ceiling at that c.</p>` +
+      `Queries c\u00b7q, keys k/c translated onto the queries' centroid. faithfulness (k = ${D.k}, ${H.queries} queries): share of each query's ${D.k} most attended keys among its ${D.k} nearest; faithfulness_d is the ceiling at that c.` +
+      (H.nonfinite.length ? ` ${H.nonfinite.length} sample tokens with NaN/Inf in this head's q or k are left out.` : '') + '</p>' +
       `<div><button id="proj-pca">PCA</button><button id="proj-umap">UMAP (cosine)</button><button id="umap-all">UMAP every c</button><span id="umap-status"></span></div>` +
       `<div class="multiples" id="multiples"></div>` +
       `<div class="large"><canvas id="large" width="560" height="560"></canvas><div><table class="metrics"><tr><th>c</th><th>wcorr</th><th>faithfulness_d</th><th>faithfulness_2d PCA</th><th>faithfulness_2d UMAP</th><th>chosen by</th></tr>${rows}</table>` +

@@ -32,6 +32,10 @@ struct ReportOptions {
 struct ReportHead {
   int layer = 0, head = 0, site = 0;  // site: index into QkData::sites; head: stored head slot
   int64_t queries = 0;                // sample queries with at least k keys in scope
+  // Sample tokens (indices into JointReport::tokens, increasing) whose q or k of this head holds
+  // NaN or Inf: left out of this head's picture, translation and faithfulness (as query and as
+  // key), as compute_ctable leaves them out of the head's metrics. Their pca entries are NaN.
+  std::vector<int64_t> nonfinite;
   std::vector<std::optional<double>> faithfulness_d, faithfulness_2d;  // per constant
   std::optional<double> c_faithfulness_2d;                             // argmax of _2d
   std::vector<std::vector<float>> pca;  // per constant: [2n queries then keys, 2] row-major
