@@ -109,13 +109,25 @@ class _SoftmaxInputs(TorchDispatchMode):
         super().__init__()
         self.logits = []
         self.ops = []
+        self.fused_inputs = []  # input 0 of each fused encoder layer op
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
         self.ops.append(name)
         if name.startswith("aten._softmax") or name.startswith("aten.softmax"):
             self.logits.append(args[0].detach().clone())
+        if name.startswith("aten._transformer_encoder_layer_fwd"):
+            self.fused_inputs.append(args[0].detach().clone())
         return func(*args, **(kwargs or {}))
+
+
+def fused_layer_inputs(fn):
+    """Run fn() and return [input 0 of each aten::_transformer_encoder_layer_fwd call]. Seen at
+    dispatch, not with module hooks: torch 2.x leaves the fused path when a layer has hooks."""
+    mode = _SoftmaxInputs()
+    with mode:
+        fn()
+    return mode.fused_inputs
 
 
 def softmax_logits(fn):

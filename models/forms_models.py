@@ -23,6 +23,7 @@ from forms_common import (
     SLOW_PATH_FORM,
     check_prescale,
     expect_form,
+    fused_layer_inputs,
     fix_mha_init,
     inlined,
     padding_allowed,
@@ -222,20 +223,20 @@ def nn_encoder_seq_first_export():
 
 
 def fused_layer_inputs_check(stem, export):
-    """The fused path never calls self_attn: take the layer inputs with pre-hooks on the
-    encoder layers (nested tensors padded with 0), recompute q/k there and compare with the
-    slow-path references at real tokens."""
+    """The fused path never calls self_attn: take the fused ops' inputs at dispatch (nested
+    tensors padded with 0), recompute q/k there and compare with the slow-path references at
+    real tokens."""
     model, inputs = export.model, export.inputs
     layers = [f"encoder.layers.{i}" for i in range(len(export.layer_modules))]
-    with torch.no_grad(), pre_hooks(model, layers) as calls:
-        _, _, ops = softmax_logits(lambda: model(*inputs.values()))
-    if ops.count("aten._transformer_encoder_layer_fwd.default") != len(layers):
+    with torch.no_grad():
+        fused_inputs = fused_layer_inputs(lambda: model(*inputs.values()))
+    if len(fused_inputs) != len(layers):
         raise RuntimeError(f"{stem}: the no-grad eager run did not take the fused path")
     _, pairs = export.reference()
     real = inputs["attention_mask"].bool()[:, None, :, None]
     modules = dict(model.named_modules())
-    for layer, (name, args) in enumerate(calls):
-        x = args[0].to_padded_tensor(0.0, inputs["input_ids"].shape + (EMBED,)) if args[0].is_nested else args[0]
+    for layer, (name, src) in enumerate(zip(layers, fused_inputs)):
+        x = src.to_padded_tensor(0.0, inputs["input_ids"].shape + (EMBED,)) if src.is_nested else src
         q, k = mha_qk(modules[name].self_attn, x, True)
         diff = max((q - pairs[layer][0]).abs().masked_select(real).max().item(),
                    (k - pairs[layer][1]).abs().masked_select(real).max().item())
