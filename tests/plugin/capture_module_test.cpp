@@ -38,27 +38,6 @@ Fixture load_fixture(const std::string& name) {
   return f;
 }
 
-bool ivalue_equal(const c10::IValue& a, const c10::IValue& b) {
-  if (a.isTensor() && b.isTensor()) return torch::equal(a.toTensor(), b.toTensor());
-  if (a.isTuple() && b.isTuple()) {
-    const auto& x = a.toTupleRef().elements();
-    const auto& y = b.toTupleRef().elements();
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i)
-      if (!ivalue_equal(x[i], y[i])) return false;
-    return true;
-  }
-  if (a.isList() && b.isList()) {
-    auto x = a.toListRef();
-    auto y = b.toListRef();
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i)
-      if (!ivalue_equal(x[i], y[i])) return false;
-    return true;
-  }
-  return a == b;
-}
-
 at::Tensor first_tensor(const c10::IValue& v) {
   if (v.isTensor()) return v.toTensor();
   if (v.isTuple()) return first_tensor(v.toTupleRef().elements().at(0));

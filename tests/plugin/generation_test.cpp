@@ -82,19 +82,6 @@ const Generation& gpt2_cache() {
   return g;
 }
 
-bool ivalue_equal(const c10::IValue& a, const c10::IValue& b) {
-  if (a.isTensor() && b.isTensor()) return torch::equal(a.toTensor(), b.toTensor());
-  if (a.isTuple() && b.isTuple()) {
-    const auto& x = a.toTupleRef().elements();
-    const auto& y = b.toTupleRef().elements();
-    if (x.size() != y.size()) return false;
-    for (size_t i = 0; i < x.size(); ++i)
-      if (!ivalue_equal(x[i], y[i])) return false;
-    return true;
-  }
-  return false;
-}
-
 enum class Run { kCaptured, kNoSession, kOriginal };
 
 struct Generated {

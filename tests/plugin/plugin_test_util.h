@@ -45,6 +45,28 @@ inline std::map<std::string, at::Tensor> read_tensors(const SafetensorsFile& fil
   return out;
 }
 
+// Model outputs equal bit for bit: tensors, and tuples and lists of them.
+inline bool ivalue_equal(const c10::IValue& a, const c10::IValue& b) {
+  if (a.isTensor() && b.isTensor()) return torch::equal(a.toTensor(), b.toTensor());
+  if (a.isTuple() && b.isTuple()) {
+    const auto& x = a.toTupleRef().elements();
+    const auto& y = b.toTupleRef().elements();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!ivalue_equal(x[i], y[i])) return false;
+    return true;
+  }
+  if (a.isList() && b.isList()) {
+    auto x = a.toListRef();
+    auto y = b.toListRef();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!ivalue_equal(x[i], y[i])) return false;
+    return true;
+  }
+  return a == b;
+}
+
 // One consume() call, copied.
 struct Captured {
   int layer = 0;
