@@ -87,9 +87,12 @@ TEST(ReportBrowserTest, ExampleReportRendersOfflineWithIndependentValues) {
   EXPECT_EQ(page["overview_cells"], report["heads"].size());
   EXPECT_GT(page["drawn_pixels"].get<int>(), 2000) << "the head view's large plot is blank";
   EXPECT_TRUE(page["umap_again_equal"].get<bool>()) << "UMAP is not deterministic";
-  std::printf("overview %.0f ms, head view %.0f ms, UMAP of one constant %.0f ms (%d tokens)\n",
+  std::printf("overview %.0f ms, head view %.0f ms, UMAP of one constant %.0f ms (neighbours %.0f, "
+              "epochs %.0f; %d tokens)\n",
               page["overview_ms"].get<double>(), page["head_ms"].get<double>(),
-              page["umap_ms"].get<double>(), page["tokens"].get<int>());
+              page["umap_ms"].get<double>(), page["umap"]["neighbours_ms"].get<double>(),
+              page["umap"]["epochs_ms"].get<double>(), page["tokens"].get<int>());
+  EXPECT_LE(page["tokens"].get<int>(), 1000) << "the default sample keeps UMAP within its budget";
 
   // Independent PCA pictures of the head from the saved q/k and report.json's sample.
   const QkData data = read_qk_file(qk.string());

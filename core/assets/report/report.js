@@ -44,7 +44,7 @@
     D.heads[hi].nonfinite.forEach((i) => { out[2 * i] = out[2 * i + 1] = out[2 * (N + i)] = out[2 * (N + i) + 1] = NaN; });
     return out;
   }
-  const umapCache = new Map();
+  const umapCache = new Map(), umapTimes = new Map();
   function picture(hi, ci, proj) { return proj === 'umap' ? umapCache.get(hi + ':' + ci) : pca(hi, ci); }
 
   // ---- pair scope and attention ----
@@ -127,7 +127,13 @@
     const H = D.heads[hi];
     const u = new UMAP.UMAP({ nComponents: 2, nNeighbors: 15, minDist: 0.1, nEpochs: 200,
       distanceFn: cosine, random: mulberry32((D.seed * 7919 + H.layer * 1009 + H.head * 31 + ci) | 0) });
-    const J = jointVectors(hi, ci), m = J.kept.length, emb = u.fit(J.rows), xy = new Float32Array(4 * N).fill(NaN);
+    u.makeSearchGraph = () => null;  // only umap-js's transform() uses it: skip its cost
+    // fit() as its two halves, timed: neighbours (NN-descent, fuzzy graph), then the epochs.
+    const J = jointVectors(hi, ci), m = J.kept.length, t0 = performance.now(), epochs = u.initializeFit(J.rows);
+    const t1 = performance.now();
+    for (let e = 0; e < epochs; ++e) u.step();
+    umapTimes.set(key, { neighbours_ms: t1 - t0, epochs_ms: performance.now() - t1, points: 2 * m });
+    const emb = u.getEmbedding(), xy = new Float32Array(4 * N).fill(NaN);
     J.kept.forEach((i, r) => {
       xy[2 * i] = emb[r][0]; xy[2 * i + 1] = emb[r][1];
       xy[2 * (N + i)] = emb[m + r][0]; xy[2 * (N + i) + 1] = emb[m + r][1];
@@ -367,6 +373,7 @@
     if (m[2]) {
       const t2 = performance.now(), xy = umap(hi, view.ci);
       out.umap_ms = performance.now() - t2;
+      Object.assign(out, { umap: umapTimes.get(hi + ':' + view.ci) });
       out.umap_faithfulness_2d = faithfulness2d(hi, xy);
       out.umap_again_equal = Array.from(xy).join() === Array.from((umapCache.delete(hi + ':' + view.ci), umap(hi, view.ci))).join();
     }
