@@ -14,6 +14,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece            # SentencePiece tokenizers (and spm_encode for a test)
   googletest libgtest-dev libgmock-dev libbenchmark-dev   # tests and benchmarks
   chromium                                      # headless check of report.html (tests/tools/report_browser_test.cpp)
+  openmpi-bin libopenmpi-dev                    # mpirun -np K capture (tests/tools/mpi_test.cpp)
 )
 
 missing=()

@@ -12,6 +12,7 @@
 #include "checkpoint_run.h"
 #include "corpus.h"
 #include "interrupt.h"
+#include "mpi_run.h"
 #include "progress.h"
 #include "qkscope/capture_module.h"
 #include "qkscope/capture_sink.h"
@@ -89,9 +90,14 @@ class CrashTestSink : public CaptureSink {
 
 int run_model_mode(const CaptureOptions& o) {
   if (o.threads > 0) at::set_num_threads(o.threads);
+  // mpirun -np K: rank r runs the batches b with b % K == r; the samples merge on rank 0.
+  const MpiWorld& world = mpi_world();
+  QKSCOPE_CHECK_AS(UsageError, world.size == 1 || (o.inputs.empty() && o.checkpoint.empty()),
+                   "under mpirun -np {}: --inputs, --checkpoint and --resume run in one process "
+                   "(mpirun -np 1 or no mpirun)", world.size);
   CaptureModule module = CaptureModule::load(o.model);
   if (o.list_sites) {
-    std::cout << format_sites(module.sites());
+    if (world.rank == 0) std::cout << format_sites(module.sites());
     return 0;
   }
 
@@ -114,7 +120,7 @@ int run_model_mode(const CaptureOptions& o) {
   for (const SiteDescription& s : module.sites()) {
     if (s.skipped.empty()) continue;
     run.skipped_sites.push_back({s.site, s.kind, s.module, s.skipped});
-    std::cerr << fmt::format("capture: note: attention site {} ({}{}{}) is not captured: {}\n",
+    if (world.rank == 0) std::cerr << fmt::format("capture: note: attention site {} ({}{}{}) is not captured: {}\n",
                              s.site, s.kind, s.module.empty() ? "" : ", ", s.module, s.skipped);
   }
   const auto start = std::chrono::steady_clock::now();
@@ -183,6 +189,7 @@ int run_model_mode(const CaptureOptions& o) {
     try {
     for (size_t begin = first; begin < sequences.size(); begin += o.batch_size) {
       throw_if_interrupted();
+      if (static_cast<int64_t>(begin / o.batch_size) % world.size != world.rank) continue;
       const size_t end = std::min(sequences.size(), begin + static_cast<size_t>(o.batch_size));
       auto batch = make_batch(sequences, begin, end, pad_id, o.pad_to, module.argument_names());
       RunOptions ro;
@@ -218,6 +225,13 @@ int run_model_mode(const CaptureOptions& o) {
     checkpointer.after_batch(store, static_cast<int64_t>(done), /*force=*/true);
   }
   progress.finish();
+  if (world.size > 1) {
+    const MergeStats merged = mpi_merge_stores(store);
+    if (world.rank != 0) return 0;
+    if (!o.quiet)
+      std::cerr << fmt::format("capture: {} ranks; their samples merged on rank 0: {:.1f} MB in {:.2f} s\n",
+                               world.size, merged.bytes / 1e6, merged.seconds);
+  }
   const double capture_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   QkData data = store.take();

@@ -1,0 +1,145 @@
+// mpirun -np K capture as a user runs it: the built-in example model over the first 203 lines of
+// its corpus (26 batches of 8, the last one partial). For K = 1, 2 and 3 (oversubscribed on
+// this 2-core machine) heads.csv and scales.csv must be byte for byte those of the run without
+// mpirun, with and without a --max-tokens budget that binds; a failing rank ends the run with
+// one error line and a non-zero status, within the timeout.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "cli_test_util.h"
+
+namespace qkscope {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::read_text;
+
+const std::string kExample = QKSCOPE_EXAMPLE_DIR;
+// mpirun as root needs both; -q is what a user types too (no banners).
+const std::string kMpirun = std::string("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ") +
+                            "timeout -k 5 180 " + QKSCOPE_MPIEXEC + " -q";
+
+struct Result {
+  int status = -1;
+  std::string err;
+};
+
+Result shell(const std::string& cmd, const fs::path& err) {
+  const int raw = std::system((cmd + " >/dev/null 2>" + err.string() + " </dev/null").c_str());
+  return Result{WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw), read_text(err)};
+}
+
+class MpiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::fresh_dir("qkscope_mpi_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    std::ifstream in(kExample + "/corpus.txt");
+    std::ofstream out(dir_ / "corpus.txt");
+    std::string line;
+    for (int i = 0; i < 203 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string args(const std::string& out, const std::string& extra = "",
+                   bool quiet = true) const {
+    return "--model " + kExample + "/bert_kjv.pt --vocab " + kExample + "/vocab.txt --text " +
+           (dir_ / "corpus.txt").string() + " --seed 5 --batch-size 8 --threads 1 " +
+           (quiet ? "--quiet " : "") + "--out " + (dir_ / out).string() + " " + extra;
+  }
+  Result capture(const std::string& args) const {
+    return shell(std::string(QKSCOPE_CAPTURE_EXE) + " " + args, dir_ / "err.txt");
+  }
+  Result mpirun(int np, const std::string& args) const {
+    return shell(kMpirun + " -np " + std::to_string(np) + (np > 2 ? " --oversubscribe " : " ") +
+                     QKSCOPE_CAPTURE_EXE + " " + args,
+                 dir_ / "err.txt");
+  }
+  void expect_tables_equal(const std::string& a, const std::string& b) const {
+    for (const char* file : {"heads.csv", "scales.csv"}) {
+      SCOPED_TRACE(std::string(file) + ": " + a + " vs " + b);
+      const std::string ta = read_text(dir_ / a / file), tb = read_text(dir_ / b / file);
+      EXPECT_FALSE(ta.empty());
+      EXPECT_EQ(ta, tb);
+    }
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(MpiTest, RanksGiveTheTablesOfOneProcess) {
+  for (const std::string budget : {"", "--max-tokens 2500"}) {
+    SCOPED_TRACE("budget: '" + budget + "'");
+    ASSERT_EQ(capture(args("plain", budget)).status, 0);
+    for (int np : {1, 2, 3}) {
+      const std::string out = "np" + std::to_string(np);
+      fs::remove_all(dir_ / out);
+      const Result r = mpirun(np, args(out, budget));
+      ASSERT_EQ(r.status, 0) << "np " << np << ": " << r.err;
+      EXPECT_EQ(r.err, "") << "np " << np;  // --quiet: nothing from any rank
+      expect_tables_equal("plain", out);
+    }
+  }
+}
+
+TEST_F(MpiTest, ProgressAndSummaryAreRankZerosOnly) {
+  const Result r = mpirun(2, args("out", "--max-tokens 2500", /*quiet=*/false));
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto count = [&](const std::string& s) {
+    size_t n = 0;
+    for (size_t at = r.err.find(s); at != std::string::npos; at = r.err.find(s, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("samples merged on rank 0"), 1u) << r.err;
+  EXPECT_EQ(count("tokens kept"), 1u) << r.err;
+}
+
+TEST_F(MpiTest, AFailureOnEveryRankIsOneLine) {
+  // --layers past the model's layers: found by every rank at its first forward; one line.
+  Result none = mpirun(2, args("none", "--layers 9"));
+  EXPECT_EQ(none.status, 1);
+  EXPECT_EQ(std::count(none.err.begin(), none.err.end(), '\n'), 1) << none.err;
+  EXPECT_NE(none.err.find("layer 9 requested but the model has 4 attention layers"), std::string::npos)
+      << none.err;
+  // A usage error every rank finds while parsing.
+  Result bad = mpirun(3, args("bad", "--layers x"));
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  EXPECT_EQ(bad.err.rfind("capture: --layers", 0), 0u) << bad.err;
+  EXPECT_FALSE(fs::exists(dir_ / "bad" / "heads.csv"));
+}
+
+TEST_F(MpiTest, AFailingRankStopsTheRunAndNoRankHangs) {
+  // Rank 1 alone gets a bad --layers (mpirun's MPMD form): rank 0 waits for it at the merge; rank
+  // 1's line ends the run.
+  const std::string cmd = kMpirun + " -np 1 " + QKSCOPE_CAPTURE_EXE + " " + args("out") + " : -np 1 " +
+                          QKSCOPE_CAPTURE_EXE + " " + args("out", "--layers x");
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = shell(cmd, dir_ / "err.txt");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.status, 124) << "timed out";
+  EXPECT_LT(seconds, 60);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("capture: rank 1: --layers", 0), 0u) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "heads.csv"));
+}
+
+TEST_F(MpiTest, RefusesCheckpointsUnderSeveralRanks) {
+  Result r = mpirun(2, args("out", "--checkpoint " + (dir_ / "run.ckpt").string()));
+  EXPECT_EQ(r.status, 2);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("under mpirun -np 2"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace qkscope
