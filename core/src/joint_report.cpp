@@ -172,8 +172,8 @@ JointReport compute_joint_report(const QkData& data, const CTable& table,
     for (const SiteData& s : data.sites) max_dim = std::max(max_dim, s.head_dim);
     const double per_token = bytes_per_token(max_dim, table.options.scales.size()) *
                              static_cast<double>(std::max<size_t>(table.heads.size(), 1));
-    // At most 1000: UMAP of one constant in the page (umap-js) stays within ~3 s (README).
-    max_tokens = std::clamp<int64_t>(static_cast<int64_t>(options.budget_bytes / per_token), 200, 1000);
+    // At most 750: UMAP of one constant in the page (umap-js) stays within 3 s (README).
+    max_tokens = std::clamp<int64_t>(static_cast<int64_t>(options.budget_bytes / per_token), 200, 750);
   }
   report.options.max_tokens = max_tokens;
   draw_sample(data, max_tokens, options.seed, report);

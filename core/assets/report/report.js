@@ -354,6 +354,14 @@
   const overviewMs = performance.now() - t0;
   window.qkscope = { data: D, pca, umap, vectors, faithfulness2d, attended, headView };
 
+  // Link to a head: #head=H[&query=I] opens head H (index into the heads) scrolled into view,
+  // with the attention lines of sample token I's query.
+  const link = /head=(\d+)(?:&query=(\d+))?/.exec(location.hash);
+  if (link && Number(link[1]) < D.heads.length) {
+    headView(Number(link[1]));
+    if (link[2] && Number(link[2]) < N && vectors(view.hi).ok[Number(link[2])]) { view.query = Number(link[2]); drawHead(); }
+  }
+
   // Test hook: #test=H[&umap=1] opens head H and writes what a headless test reads into #qk-test.
   const m = /test=(\d+)(&umap=1)?/.exec(location.hash);
   if (m) {

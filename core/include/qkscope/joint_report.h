@@ -21,8 +21,8 @@ struct ReportOptions {
   int k = 5;                     // |A_i| = |N_i|
   uint64_t seed = 0;             // the sample's and UMAP's seed
   // Tokens in the sample (whole sequences, the same for every head); 0 = as many as fit
-  // `budget_bytes` for all heads, between 200 and 1000 (1000 tokens: 2000 points, UMAP of one
-  // constant in the page within ~3 s).
+  // `budget_bytes` for all heads, between 200 and 750 (750 tokens: 1500 points, UMAP of one
+  // constant in the page within 3 s).
   int64_t max_tokens = 0;
   int64_t budget_bytes = int64_t{20} << 20;
   // Text of a token id for hover (from the tokenizer); empty: "#id", or "patch P" without ids.
