@@ -100,7 +100,10 @@ MergeStats mpi_merge_stores(QkStore& store) {
   MergeStats stats;
 #ifdef QKSCOPE_HAVE_MPI
   if (!g_world.active || g_world.size == 1) return stats;
+  const auto arrived = std::chrono::steady_clock::now();
+  check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
   const auto start = std::chrono::steady_clock::now();
+  stats.wait_seconds = std::chrono::duration<double>(start - arrived).count();
   const int rank = g_world.rank, size = g_world.size;
 
   // This rank's sample as a store file's bytes (a rank that ran no batch sends nothing).

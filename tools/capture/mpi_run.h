@@ -35,7 +35,8 @@ void mpi_finalize();
 
 struct MergeStats {
   uint64_t bytes = 0;    // store-file bytes sent to rank 0 by the other ranks
-  double seconds = 0;    // writing, gathering, reading and merging them
+  double wait_seconds = 0;  // rank 0 waiting for the slowest rank to finish its batches
+  double seconds = 0;       // then writing, gathering, reading and merging the samples
 };
 
 // Collective: every rank's kept sample (written as a store file, qkscope/checkpoint.h) is

@@ -229,8 +229,9 @@ int run_model_mode(const CaptureOptions& o) {
     const MergeStats merged = mpi_merge_stores(store);
     if (world.rank != 0) return 0;
     if (!o.quiet)
-      std::cerr << fmt::format("capture: {} ranks; their samples merged on rank 0: {:.1f} MB in {:.2f} s\n",
-                               world.size, merged.bytes / 1e6, merged.seconds);
+      std::cerr << fmt::format("capture: {} ranks; their samples merged on rank 0: {:.1f} MB in {:.2f} s "
+                               "(after {:.2f} s waiting for the last rank's batches)\n",
+                               world.size, merged.bytes / 1e6, merged.seconds, merged.wait_seconds);
   }
   const double capture_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
