@@ -66,7 +66,6 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
   progress.finish();
   const double metric_seconds = progress.elapsed();
   auto paths = write_outputs(options.out, table, run);
-  if (options.quiet) return;
   if (options.report) {
     const auto start = std::chrono::steady_clock::now();
     write_report(options.out, data, table, run, report_options(options));
@@ -74,6 +73,7 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
       std::fprintf(stderr, "capture: report %s/report.html and report.json in %.2f s\n", options.out.c_str(),
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
+  if (options.quiet) return;
 
   int64_t chosen = 0;
   for (const HeadResult& h : table.heads) chosen += h.c_wcorr.has_value();

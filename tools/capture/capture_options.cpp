@@ -166,12 +166,12 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
                    "--max-length: expected >= 2, got {}", *o.max_length);
   QKSCOPE_CHECK_AS(UsageError, !o.pad_to || *o.pad_to >= 1, "--pad-to: expected >= 1, got {}", *o.pad_to);
   QKSCOPE_CHECK_AS(UsageError, o.threads >= 0, "--threads: expected >= 0, got {}", o.threads);
+  QKSCOPE_CHECK_AS(UsageError, o.report_k >= 1, "--report-k: expected >= 1, got {}", o.report_k);
+  QKSCOPE_CHECK_AS(UsageError, o.report_tokens >= 0, "--report-tokens: expected >= 0, got {}", o.report_tokens);
   if (!o.layers_text.empty()) parse_layer_list(o.layers_text);
   QKSCOPE_CHECK_AS(UsageError, o.checkpoint_every >= 0 && o.checkpoint_seconds >= 0,
                    "--checkpoint-every and --checkpoint-seconds: expected >= 0");
   if (!o.resume.empty() && o.checkpoint.empty()) o.checkpoint = o.resume;
-  QKSCOPE_CHECK_AS(UsageError, o.report_k >= 1, "--report-k: expected >= 1, got {}", o.report_k);
-  QKSCOPE_CHECK_AS(UsageError, o.report_tokens >= 0, "--report-tokens: expected >= 0, got {}", o.report_tokens);
   QKSCOPE_CHECK_AS(UsageError, o.checkpoint.empty() || (o.text.size() + o.ids.size() > 0),
                    "--checkpoint and --resume apply to --text and --ids runs");
   check_mode(o);
