@@ -113,7 +113,7 @@ std::optional<CaptureOptions> parse_capture_options(int argc, const char* const*
   app.add_flag("--quiet", o.quiet, "no progress line and no summary on stderr")->group("Output");
   app.add_flag("--report", o.report, "also write report.html (offline joint query/key view of every head) and report.json (faithfulness per head and c)")->group("Output");
   app.add_option("--report-k", o.report_k, "k of the report's faithfulness (k most attended among k nearest keys)")->type_name("K")->default_str("5")->group("Output");
-  app.add_option("--report-tokens", o.report_tokens, "tokens in the report's sample of whole sequences (0: as many as a ~20 MB page allows)")->type_name("N")->default_str("0")->group("Output");
+  app.add_option("--report-tokens", o.report_tokens, "tokens in the report's sample of whole sequences (0: as many as a ~20 MB page allows, at most 750 so that UMAP in the page stays within ~3 s)")->type_name("N")->default_str("0")->group("Output");
   // Metrics.
   app.add_option("--scales", o.scales_text, "scale grid: a list, or log:LO:HI:N")
       ->type_name("LIST")->default_str(o.scales_text)->group("Metrics");
