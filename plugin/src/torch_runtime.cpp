@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 
 #include <ATen/Parallel.h>
 #include <caffe2/serialize/inline_container.h>
@@ -29,11 +30,14 @@ constexpr const char* kPyTorch2Records[] = {"byteorder", ".data/serialization_id
 // OpenBLAS (Debian's libopenblas0-pthread, which LibTorch reaches through libblas.so.3) keeps a
 // pool of its own, one thread per core, whose threads busy-wait between calls. LibTorch's
 // intra-op pool is the one size users set (capture --threads, at::set_num_threads); OpenBLAS's
-// comes on top of it, and on a small machine the two spin against each other and against
-// everything else (the built-in example on 2 cores, LibTorch 2.6: 21 s of CPU instead of 4). So
-// OpenBLAS gets as many threads as LibTorch's intra-op pool has when qkscope is first loaded,
-// unless the user sized it (OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS). Found by
-// symbol, so nothing is linked and other BLAS libraries are left alone.
+// comes on top of it, and when both are as large as the machine they spin against each other
+// (the built-in example on 2 cores, LibTorch 2.6, whose OpenMP pool has 2 threads: 21 s of CPU
+// instead of 4). So the two together get the machine's cores: OpenBLAS gets cores / intra-op
+// threads (at least 1) when qkscope is first loaded. With one intra-op thread (Debian's 1.13
+// default) OpenBLAS keeps every core, which the large GEMMs need (BERT-base 8 x 128: 1.44 s
+// a forward with 2 OpenBLAS threads, 2.19 s with 1). Not when the user sized it
+// (OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS). Found by symbol, so nothing is
+// linked and other BLAS libraries are left alone.
 void size_blas_pool() {
   for (const char* variable : {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"}) {
     if (std::getenv(variable) != nullptr) return;
@@ -43,7 +47,8 @@ void size_blas_pool() {
   auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
   if (get == nullptr || set == nullptr) return;
-  const int threads = std::max(1, at::get_num_threads());
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = std::max(1, cores / std::max(1, at::get_num_threads()));
   if (get() != threads) set(threads);
 }
 
