@@ -1,5 +1,7 @@
 #include "qkscope/atomic_file.h"
 
+#include <memory>
+#include <filesystem>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -128,6 +130,25 @@ void write_bytes_atomically(const std::string& path, std::string_view content) {
   AtomicFile out(path);
   out.write(content);
   out.commit();
+}
+
+std::vector<std::string> write_files_together(
+    const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files,
+    const std::string& what) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  QKSCOPE_CHECK(!ec && std::filesystem::is_directory(dir), "{}: cannot create output folder '{}': {}",
+                what, dir, ec ? ec.message() : "not a folder");
+  const std::filesystem::path base(dir);
+  std::vector<std::string> paths;
+  std::vector<std::unique_ptr<AtomicFile>> pending;
+  for (const auto& [name, content] : files) {
+    paths.push_back((base / name).string());
+    pending.push_back(std::make_unique<AtomicFile>(paths.back()));
+    pending.back()->write(content);
+  }
+  for (auto& file : pending) file->commit();
+  return paths;
 }
 
 }  // namespace qkscope

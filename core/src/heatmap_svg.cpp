@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "markup.h"
 #include "qkscope/report.h"
 
 namespace qkscope {
@@ -30,20 +31,6 @@ std::string colour(double t) {
   auto mix = [&](double w, double e) { return static_cast<int>(std::lround(w + (e - w) * a)); };
   return fmt::format("#{:02x}{:02x}{:02x}", mix(white.r, end.r), mix(white.g, end.g),
                      mix(white.b, end.b));
-}
-
-std::string escape(const std::string& text) {
-  std::string out;
-  for (char ch : text) {
-    switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += ch;
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -120,7 +107,7 @@ std::string heatmaps_svg(const CTable& table) {
       svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\" "
                          "stroke=\"#ffffff\"><title>layer {} head {} ({}): c = {:.4g}</title></rect>\n",
                          x, y, kCell, kCell, colour(std::log10(*v) / max_log), h.layer, h.head,
-                         escape(h.module), *v);
+                         detail::xml_escape(h.module), *v);
     }
   }
   svg += fmt::format("<text x=\"{}\" y=\"{}\">head</text>\n", kMarginLeft - 40, kMarginTop - 6);

@@ -253,23 +253,8 @@ std::vector<std::string> write_report(const std::string& dir, const QkData& data
                                       const CTable& table, const RunInfo& run,
                                       const ReportOptions& options) {
   const JointReport report = compute_joint_report(data, table, options);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  QKSCOPE_CHECK(!ec && std::filesystem::is_directory(dir),
-                "--out: cannot create output folder '{}': {}", dir, ec ? ec.message() : "not a folder");
-  const std::filesystem::path base(dir);
-  std::vector<std::pair<std::string, std::string>> files = {
-      {"report.json", report_json(report, table, run)},
-      {"report.html", report_html(report, data, table, run)}};
-  std::vector<std::string> paths;
-  std::vector<std::unique_ptr<AtomicFile>> pending;
-  for (const auto& [name, content] : files) {
-    paths.push_back((base / name).string());
-    pending.push_back(std::make_unique<AtomicFile>(paths.back()));
-    pending.back()->write(content);
-  }
-  for (auto& file : pending) file->commit();
-  return paths;
+  return write_files_together(dir, {{"report.json", report_json(report, table, run)},
+                                    {"report.html", report_html(report, data, table, run)}});
 }
 
 }  // namespace qkscope

@@ -114,28 +114,10 @@ std::string ctable_json(const CTable& table, const RunInfo& run) {
 
 std::vector<std::string> write_outputs(const std::string& dir, const CTable& table,
                                        const RunInfo& run) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  QKSCOPE_CHECK(!ec && std::filesystem::is_directory(dir),
-                "--out: cannot create output folder '{}': {}", dir, ec ? ec.message() : "not a folder");
-  const std::filesystem::path base(dir);
-  std::vector<std::pair<std::string, std::string>> files = {
-      {"heads.csv", heads_csv(table)},
-      {"scales.csv", scales_csv(table)},
-      {"ctable.json", ctable_json(table, run)},
-      {"heatmaps.svg", heatmaps_svg(table)},
-  };
-  // All four are written before any is renamed into place, so an interruption leaves the
-  // previous set of outputs (or none), never a mix.
-  std::vector<std::string> paths;
-  std::vector<std::unique_ptr<AtomicFile>> pending;
-  for (const auto& [name, content] : files) {
-    paths.push_back((base / name).string());
-    pending.push_back(std::make_unique<AtomicFile>(paths.back()));
-    pending.back()->write(content);
-  }
-  for (auto& file : pending) file->commit();
-  return paths;
+  return write_files_together(dir, {{"heads.csv", heads_csv(table)},
+                                    {"scales.csv", scales_csv(table)},
+                                    {"ctable.json", ctable_json(table, run)},
+                                    {"heatmaps.svg", heatmaps_svg(table)}});
 }
 
 }  // namespace qkscope

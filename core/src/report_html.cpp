@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "markup.h"
 #include "qkscope/joint_report.h"
 
 namespace qkscope {
@@ -72,19 +73,6 @@ std::string script_safe(std::string text) {
   return text;
 }
 
-std::string html_escape(const std::string& text) {
-  std::string out;
-  for (char ch : text) {
-    switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += ch;
-    }
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -163,10 +151,10 @@ std::string report_html(const JointReport& report, const QkData& data, const CTa
   html += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n";
   html += "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
           "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:\">\n";
-  html += "<title>qkscope report: " + html_escape(run.model) + "</title>\n<style>\n";
+  html += "<title>qkscope report: " + detail::xml_escape(run.model) + "</title>\n<style>\n";
   html += detail::kReportCss;
   html += "</style></head><body>\n<header><h1>qkscope: joint query/key report</h1><p>" +
-          html_escape(run.model) + (run.input.empty() ? "" : " over " + html_escape(run.input)) +
+          detail::xml_escape(run.model) + (run.input.empty() ? "" : " over " + detail::xml_escape(run.input)) +
           "</p></header>\n<section id=\"heatmaps\"><h2>Chosen c per head</h2>\n<div class=\"svg\">" +
           svg + "</div><div id=\"faithfulness-heatmap\"></div></section>\n";
   html += "<section id=\"overview\"><h2>All heads at their chosen c</h2><div id=\"overview-controls\">"

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace qkscope {
 
@@ -50,5 +52,12 @@ void remove_pending_temporary_files() noexcept;
 
 // Writes `content` to `path` through an AtomicFile.
 void write_bytes_atomically(const std::string& path, std::string_view content);
+
+// Creates the folder `dir` if needed and writes each (file name, content) into it. All are
+// written before any is renamed into place, so an interruption leaves the previous set of files
+// (or none), never a mix. Returns the paths, in order. `what` names the folder in errors.
+std::vector<std::string> write_files_together(
+    const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files,
+    const std::string& what = "--out");
 
 }  // namespace qkscope
