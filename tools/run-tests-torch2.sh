@@ -34,6 +34,7 @@ PACKAGES=(
   libutf8proc-dev libpcre2-dev
   libsentencepiece-dev sentencepiece
   googletest libgtest-dev libgmock-dev libbenchmark-dev
+  libcpp-httplib-dev
 )
 
 log() { echo "torch2: $*" >&2; }

@@ -15,6 +15,8 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev   # tests and benchmarks
   chromium                                      # headless check of report.html (tests/tools/report_browser_test.cpp)
   openmpi-bin libopenmpi-dev                    # mpirun -np K capture (tests/tools/mpi_test.cpp)
+  libcpp-httplib-dev                            # HTTP inference server (tools/http_server)
+  wrk                                           # HTTP load generator (bench/http)
 )
 
 missing=()
