@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config git          # toolchain
   libtorch-dev python3-torch                    # LibTorch 1.13 (plugin) and torch for models/
   libopenblas0-pthread                          # fast BLAS for LibTorch (reference BLAS is ~30x slower)
+  libopenblas-dev                               # cblas.h: bench_engine's OpenBLAS sgemm floor
   libeigen3-dev libfmt-dev                      # core: Gram GEMMs, formatting
   libcli11-dev nlohmann-json3-dev               # capture CLI, JSON (ctable.json, tokenizer.json, safetensors)
   libutf8proc-dev libpcre2-dev                  # tokenizers: Unicode data, GPT-2 split regex

@@ -8,6 +8,10 @@
 // dependent additions per sum that dominated the cost of a pair.
 #pragma once
 
+#ifndef QKSCOPE_ISA_NS  // see head_engine.h: compiled once per instruction set
+#error "included by head_engine.h, whose includer names QKSCOPE_ISA_NS"
+#endif
+
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -16,7 +20,7 @@
 #include <immintrin.h>
 #endif
 
-namespace qkscope::detail {
+namespace qkscope::detail::QKSCOPE_ISA_NS {
 
 // sum_l a[l] b[l] in double, of float vectors.
 inline double dot_in_double(const float* a, const float* b, int dim) {
@@ -177,4 +181,4 @@ inline int append_pair_items(const ScaleTable& st, double a, double b, double tw
   return n;
 }
 
-}  // namespace qkscope::detail
+}  // namespace qkscope::detail::QKSCOPE_ISA_NS

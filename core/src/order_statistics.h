@@ -1,6 +1,6 @@
-// Order statistics the engine needs: a running K-th smallest bound, a few small ranks of a
-// sample, the median (even counts: the mean of the two middle values) and the percentile's
-// interpolation between two order statistics (numpy's linear rule).
+// Order statistics the engine needs: a few small ranks of a sample, the median (even counts: the
+// mean of the two middle values) and the percentile's interpolation between two order statistics
+// (numpy's linear rule). The running K-th smallest bound is in head_engine.h, with the pass.
 #pragma once
 
 #include <cstddef>
@@ -9,29 +9,6 @@
 #include <vector>
 
 namespace qkscope::detail {
-
-// Keeps B = the K-th smallest of the values offered (values at or above a starting cap are
-// ignored), with amortised O(1) work per value.
-class KthSmallestBound {
- public:
-  KthSmallestBound(size_t k, double cap) : k_(k), bound_(cap) {}
-  double bound() const { return bound_; }
-  void offer(double value) {
-    if (value >= bound_) return;
-    values_.push_back(value);
-    if (values_.size() >= 2 * k_ + 1024) shrink();
-  }
-
- private:
-  void shrink() {
-    std::nth_element(values_.begin(), values_.begin() + (k_ - 1), values_.end());
-    bound_ = values_[k_ - 1];
-    values_.resize(k_);
-  }
-  size_t k_;
-  double bound_;
-  std::vector<double> values_;
-};
 
 // The values of rank `ranks` (0-based, increasing) among `values`.
 std::vector<double> small_order_statistics(std::vector<double> values,

@@ -8,6 +8,10 @@
 // decides per scale). The error analysis is in pair_slack's comment.
 #pragma once
 
+#ifndef QKSCOPE_ISA_NS  // see head_engine.h: compiled once per instruction set
+#error "included by head_engine.h, whose includer names QKSCOPE_ISA_NS"
+#endif
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -16,7 +20,7 @@
 #include <immintrin.h>
 #endif
 
-namespace qkscope::detail {
+namespace qkscope::detail::QKSCOPE_ISA_NS {
 
 // Per-row constants of the float screen. Where a magnitude could overflow float (norms beyond
 // ~1e18, see float_screen_safe) the screen is skipped: every pair goes to the double test.
@@ -114,4 +118,4 @@ inline int64_t admitted_pairs(const float* slack, int64_t width, uint32_t* out) 
   return n;
 }
 
-}  // namespace qkscope::detail
+}  // namespace qkscope::detail::QKSCOPE_ISA_NS

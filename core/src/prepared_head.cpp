@@ -3,12 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "exact_pair.h"
-
 namespace qkscope::detail {
-namespace {
 
-// Fills in the roots and float copies of tokens [begin, end)'s squared norms.
 void finish_norms(PreparedHead& h, int64_t begin, int64_t end) {
   for (int64_t t = begin; t < end; ++t) {
     h.q_len[t] = std::sqrt(h.q_norm2[t]);
@@ -18,44 +14,6 @@ void finish_norms(PreparedHead& h, int64_t begin, int64_t end) {
   }
 }
 
-}  // namespace
-
-// Squared norms of tokens [begin, end) (without --center, where prepare left them to the pass).
-// Returns false when a token's q or k holds NaN or Inf: a float's square cannot overflow
-// double, so a norm is finite exactly when every component is. Tokens are a stride of H * D
-// floats apart, each on its own page, where hardware prefetchers stop: the next tokens' rows
-// are requested ahead explicitly.
-bool compute_norms(PreparedHead& h, int64_t begin, int64_t end) {
-  if (h.norms_ready) return true;
-  constexpr int64_t kAhead = 8;
-  const int d = h.dim;
-  for (int64_t t = begin; t < end; ++t) {
-    const float* q = h.q_vec + t * h.stride;
-    const float* k = h.k_vec + t * h.stride;
-    if (t + kAhead < end)
-      for (int l = 0; l < d; l += 16) {  // one 64-byte line per 16 floats
-        __builtin_prefetch(q + kAhead * h.stride + l);
-        __builtin_prefetch(k + kAhead * h.stride + l);
-      }
-    h.q_norm2[t] = dot_in_double(q, q, d);
-    h.k_norm2[t] = dot_in_double(k, k, d);
-    if (!std::isfinite(h.q_norm2[t]) || !std::isfinite(h.k_norm2[t])) return false;
-  }
-  finish_norms(h, begin, end);
-  return true;
-}
-
-// Whether the float screen's sums stay finite for queries [q0, q1) and keys [k0, k1): float's
-// range ends at 3.4e38. Outside it (norms beyond ~1e18) every pair goes to the double test.
-bool float_screen_safe(const PreparedHead& h, int64_t q0, int64_t q1, int64_t k0, int64_t k1) {
-  const double max_a = *std::max_element(h.q_norm2.begin() + q0, h.q_norm2.begin() + q1);
-  const double max_b = *std::max_element(h.k_norm2.begin() + k0, h.k_norm2.begin() + k1);
-  return max_a * h.max_c2 < 1e36 && max_b * h.max_inv_c2 < 1e36;
-}
-
-// Fills `h` (reusing its memory: a worker prepares many heads of the same size). Where it copies
-// the vectors it also computes the norms, and returns false if a token's q or k holds NaN or
-// Inf; otherwise the pass computes the norms as it goes (compute_norms).
 bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h) {
   h.regions.clear();
   h.n = in.n_tokens;
@@ -94,8 +52,6 @@ bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
     h.q_vec = h.q_gram = h.q_copy.data();
     h.k_vec = h.k_gram = h.k_copy.data();
     h.stride = h.gram_stride = d;
-    if (!compute_norms(h, 0, n)) return false;  // also the finiteness check
-    h.norms_ready = true;
   }
   if (options.center && n > 0) {
     for (int64_t t = 0; t < n; ++t)
@@ -126,7 +82,11 @@ bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h)
       h.q_norm2[t] = a;
       h.k_norm2[t] = b;
     }
+    // A NaN or Inf anywhere makes a centroid, and so every centred norm, NaN or Inf.
+    for (int64_t t = 0; t < n; ++t)
+      if (!std::isfinite(h.q_norm2[t]) || !std::isfinite(h.k_norm2[t])) return false;
     finish_norms(h, 0, n);
+    h.norms_ready = true;
     h.q_gram = h.q_centered.data();
     h.k_gram = h.k_centered.data();
   }

@@ -44,16 +44,12 @@ struct PreparedHead {
   bool centred() const { return q_gram != q_vec; }
 };
 
-// Fills `h` (reusing its memory: a worker prepares many heads of the same size). Where it copies
-// the vectors it also computes the norms, and returns false if a token's q or k holds NaN or
-// Inf; otherwise the pass computes the norms as it goes (compute_norms).
+// Fills `h` (reusing its memory: a worker prepares many heads of the same size). With --center
+// it also computes the norms (of the centred vectors) and returns false if a token's q or k
+// holds NaN or Inf; otherwise the pass computes the norms (compute_norms in head_engine.h).
 bool prepare(const HeadInput& in, const MetricOptions& options, PreparedHead& h);
 
-// Squared norms of tokens [begin, end) (where prepare left them to the pass). Returns false when
-// a token's q or k holds NaN or Inf.
-bool compute_norms(PreparedHead& h, int64_t begin, int64_t end);
-
-// Whether the float screen's sums stay finite for queries [q0, q1) and keys [k0, k1).
-bool float_screen_safe(const PreparedHead& h, int64_t q0, int64_t q1, int64_t k0, int64_t k1);
+// Fills in the roots and float copies of tokens [begin, end)'s squared norms.
+void finish_norms(PreparedHead& h, int64_t begin, int64_t end);
 
 }  // namespace qkscope::detail

@@ -1,0 +1,718 @@
+// The engine's per-head computation, compiled once per instruction set: each
+// head_engine_<isa>.cpp defines QKSCOPE_ISA_NS (the namespace that keeps its symbols apart) and
+// renames Eigen's namespace before including this file, so that no inline function or template
+// compiled for one instruction set can stand in for another's at link time. compute_head()
+// (head_metrics.cpp) calls the variant engine_isa.h chose.
+//
+// Exact per-head metrics in one pass over the Gram blocks, after a small pilot:
+//  1. Pilot: upper bounds of y^2 for a stratified random sample of pairs give a bound U that a
+//     few more than the needed K = lo + 2 items stay under (lo = the percentile's lower order
+//     statistic), and a low cut under which fewer than lo items are expected.
+//  2. Pass: per block of pairs, one float Gram matrix q.k^T; the float screen (pair_screen.h)
+//     admits the pairs that may hold an item under U; per admitted pair the item step
+//     (exact_pair.h) tests every scale's double lower bound, computes x = q.k directly in double
+//     and y^2 from the Gram identity in double with that x where its proven error is under 2^-40
+//     of y^2 (directly as ||c q - k/c||^2 otherwise). Every item with y^2 <= U is collected.
+//     Fewer than K of them means the pilot was too tight: the pass is redone with a looser U,
+//     last with a bound that tightens as it goes.
+//  3. The threshold d is the interpolated order statistic of the collected y (the K smallest
+//     items are among them; only those above the low cut are selected from); per (query, scale)
+//     the weighted correlation over y < d, row block by row block.
+// Memory is the collected items (about 1.1 K) and per-thread buffers of one block; heads whose
+// items would exceed MetricOptions::item_memory take three passes that keep one row block at a
+// time instead (PassPlan).
+#pragma once
+
+#ifndef QKSCOPE_ISA_NS
+#error "head_engine.h is included by head_engine_<isa>.cpp, which names QKSCOPE_ISA_NS"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <optional>
+
+#include <Eigen/Core>
+
+#include "head_engine_entry.h"
+#include "order_statistics.h"
+#include "prepared_head.h"
+#include "qkscope/error.h"
+// Inside QKSCOPE_ISA_NS too: the kernels are compiled for this file's instruction set.
+#include "exact_pair.h"
+#include "pair_screen.h"
+
+namespace qkscope::detail::QKSCOPE_ISA_NS {
+namespace {
+
+
+using RowMatrixF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using RowsF = Eigen::Map<const RowMatrixF, 0, Eigen::OuterStride<>>;
+
+constexpr int64_t kRowBlock = 256;   // queries per Gram block
+constexpr int64_t kColBlock = 1024;  // keys per Gram block
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Relative slack for double rounding in norms, in the screen's arithmetic and in the direct
+// recomputation: all are ~1e-15 of the magnitudes involved.
+constexpr double kDoubleSlack = 1e-12;
+// Absolute slack of a Gram entry's margin: where products fall among float's subnormals the
+// rounding error is absolute (2^-150 each), not relative; 2^-120 covers any head dimension and
+// only matters for vectors with norms under ~1e-30.
+constexpr double kUnderflowSlack = 0x1p-120;
+
+// The (pair, scale) items whose exact distance may be under the screen's bound, as columns
+// (the item step writes them with vector stores). `y` holds y^2 until its row block's square
+// roots are taken.
+struct ItemColumns {
+  // Uninitialised storage (new T[]): growing must not write zeros over memory the passes fill.
+  template <class T>
+  struct Column {
+    std::unique_ptr<T[]> data;
+    T& operator[](size_t t) { return data[t]; }
+    const T& operator[](size_t t) const { return data[t]; }
+    void grow(size_t used, size_t capacity) {
+      std::unique_ptr<T[]> bigger(new T[capacity]);
+      if (used > 0) std::copy_n(data.get(), used, bigger.get());
+      data = std::move(bigger);
+    }
+  };
+  Column<uint32_t> query, scale;
+  Column<double> y, x;  // distance, dot product
+  size_t size = 0, capacity = 0;
+  void clear() { size = 0; }
+  // Room for `extra` more items plus the 16 entries a vector store may write past them.
+  void make_room(size_t extra) {
+    const size_t want = size + extra + 16;
+    if (want <= capacity) return;
+    capacity = std::max(want, 2 * capacity);
+    query.grow(size, capacity);
+    scale.grow(size, capacity);
+    y.grow(size, capacity);
+    x.grow(size, capacity);
+  }
+  ItemSink sink() { return {&query[size], &scale[size], &y[size], &x[size]}; }
+  void move(size_t from, size_t to) {
+    query[to] = query[from];
+    scale[to] = scale[from];
+    y[to] = y[from];
+    x[to] = x[from];
+  }
+};
+
+// Scale constants and the margin of a float Gram entry: |G - x| <= gamma_D |q||k| for a float
+// dot product, plus 2u for rounding the vectors to float; doubled for safety and again because
+// y^2 carries -2x.
+struct ScreenConstants {
+  ScaleTable table;  // the grid, padded to a multiple of 8 scales
+  size_t n_scales = 0;
+  double rel = 0;
+  ScreenConstants(const MetricOptions& o, int dim) {
+    for (double s : o.scales) {
+      table.c.push_back(s);
+      table.inv_c.push_back(1.0 / s);
+      table.c2.push_back(s * s);
+      table.inv_c2.push_back(1.0 / (s * s));
+    }
+    n_scales = o.scales.size();
+    while (table.c2.size() % 8 != 0) {
+      table.c.push_back(1.0);
+      table.inv_c.push_back(1.0);
+      table.c2.push_back(kInf);
+      table.inv_c2.push_back(kInf);
+    }
+    table.n_padded = table.c2.size();
+    table.bound_slack = kDoubleSlack;
+    // Error of the identity in double, relative to mag = c^2 a + b / c^2 (the bound multiplies
+    // mag + 2|x| >= mag): a, b and x are sums of `dim` products, each within gamma_dim of the
+    // sum of its terms' magnitudes, so c^2 a + b / c^2 is within dim u mag and 2x within
+    // dim u mag (2 |q||k| <= mag); c^2, 1/c^2, the products and the sums add a few roundings.
+    table.identity_error = (2 * dim + 8) * std::ldexp(1.0, -53) * 1.01;
+    rel = 2.0 * 2.0 * (dim + 3) * std::ldexp(1.0, -24) * 1.01;
+  }
+  double upper(double mag, double two_g, double margin_pair) const {
+    return mag - two_g + margin_pair + kDoubleSlack * mag;
+  }
+};
+
+// Keeps B = the K-th smallest of the values offered (values at or above a starting cap are
+// ignored), with amortised O(1) work per value.
+class KthSmallestBound {
+ public:
+  KthSmallestBound(size_t k, double cap) : k_(k), bound_(cap) {}
+  double bound() const { return bound_; }
+  void offer(double value) {
+    if (value >= bound_) return;
+    values_.push_back(value);
+    if (values_.size() >= 2 * k_ + 1024) shrink();
+  }
+
+ private:
+  void shrink() {
+    std::nth_element(values_.begin(), values_.begin() + static_cast<int64_t>(k_ - 1),
+                     values_.end());
+    bound_ = values_[k_ - 1];
+    values_.resize(k_);
+  }
+  size_t k_;
+  double bound_;
+  std::vector<double> values_;
+};
+
+// Squared norms of tokens [begin, end) (without --center, where prepare left them to the pass).
+// Returns false when a token's q or k holds NaN or Inf: a float's square cannot overflow
+// double, so a norm is finite exactly when every component is. Tokens are a stride of H * D
+// floats apart, each on its own page, where hardware prefetchers stop: the next tokens' rows
+// are requested ahead explicitly.
+bool compute_norms(PreparedHead& h, int64_t begin, int64_t end) {
+  if (h.norms_ready) return true;
+  constexpr int64_t kAhead = 8;
+  const int d = h.dim;
+  for (int64_t t = begin; t < end; ++t) {
+    const float* q = h.q_vec + t * h.stride;
+    const float* k = h.k_vec + t * h.stride;
+    if (t + kAhead < end)
+      for (int l = 0; l < d; l += 16) {  // one 64-byte line per 16 floats
+        __builtin_prefetch(q + kAhead * h.stride + l);
+        __builtin_prefetch(k + kAhead * h.stride + l);
+      }
+    h.q_norm2[t] = dot_in_double(q, q, d);
+    h.k_norm2[t] = dot_in_double(k, k, d);
+    if (!std::isfinite(h.q_norm2[t]) || !std::isfinite(h.k_norm2[t])) return false;
+  }
+  finish_norms(h, begin, end);
+  return true;
+}
+
+// Whether the float screen's sums stay finite for queries [q0, q1) and keys [k0, k1): float's
+// range ends at 3.4e38. Outside it (norms beyond ~1e18) every pair goes to the double test.
+bool float_screen_safe(const PreparedHead& h, int64_t q0, int64_t q1, int64_t k0, int64_t k1) {
+  const double max_a = *std::max_element(h.q_norm2.begin() + q0, h.q_norm2.begin() + q1);
+  const double max_b = *std::max_element(h.k_norm2.begin() + k0, h.k_norm2.begin() + k1);
+  return max_a * h.max_c2 < 1e36 && max_b * h.max_inv_c2 < 1e36;
+}
+
+// A deterministic 64-bit generator (splitmix64): the pilot's sample must not depend on anything
+// but the head, so that runs repeat exactly.
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+};
+
+// Upper bounds of y^2, at every scale, for a sample of `n_samples` pairs: one drawn uniformly
+// from each of that many equal slices of the pairs (in query order), so the sample is uniform,
+// comes sorted, and spreads over the whole head. Their quantiles estimate where the K-th smallest
+// item lies.
+// Returns nothing when a sampled token's q or k holds NaN or Inf.
+std::vector<double> pilot_upper_bounds(const PreparedHead& h, const ScreenConstants& sc,
+                                       int64_t total_pairs, int64_t n_samples) {
+  SplitMix64 rng{static_cast<uint64_t>(total_pairs) * 31 + static_cast<uint64_t>(h.n)};
+  // The pairs first, so that the rows of those a few steps ahead can be requested from memory
+  // while the current ones are computed (each is a cache miss: the sample is sparse).
+  std::vector<std::pair<int64_t, int64_t>> pairs(static_cast<size_t>(n_samples));
+  const double slice = static_cast<double>(total_pairs) / static_cast<double>(n_samples);
+  int64_t i = 0, pairs_before = 0;  // pairs of the queries before i
+  for (int64_t sample = 0; sample < n_samples; ++sample) {
+    const double unit = static_cast<double>(rng.next() >> 11) * 0x1p-53;  // [0, 1)
+    const int64_t p =
+        std::min(total_pairs - 1,
+                 static_cast<int64_t>((static_cast<double>(sample) + unit) * slice));
+    while (p >= pairs_before + (h.key_end[i] - h.region_begin[i])) {
+      pairs_before += h.key_end[i] - h.region_begin[i];
+      ++i;
+    }
+    pairs[static_cast<size_t>(sample)] = {i, h.region_begin[i] + (p - pairs_before)};
+  }
+  std::vector<double> uppers;
+  uppers.reserve(pairs.size() * sc.n_scales);
+  constexpr size_t kAhead = 8;
+  for (size_t t = 0; t < pairs.size(); ++t) {
+    if (t + kAhead < pairs.size())
+      for (int l = 0; l < h.dim; l += 16) {
+        __builtin_prefetch(h.q_gram + pairs[t + kAhead].first * h.gram_stride + l);
+        __builtin_prefetch(h.k_gram + pairs[t + kAhead].second * h.gram_stride + l);
+      }
+    const float* q = h.q_gram + pairs[t].first * h.gram_stride;
+    const float* k = h.k_gram + pairs[t].second * h.gram_stride;
+    const double two_g = 2.0 * dot_in_double(q, k, h.dim);
+    // Without --center the pass computes the norms later: the sample's own, here.
+    const double a = h.norms_ready ? h.q_norm2[pairs[t].first] : dot_in_double(q, q, h.dim);
+    const double b = h.norms_ready ? h.k_norm2[pairs[t].second] : dot_in_double(k, k, h.dim);
+    if (!std::isfinite(a) || !std::isfinite(b)) return {};  // NaN or Inf: the caller sees it
+    const double margin_pair = sc.rel * std::sqrt(a) * std::sqrt(b) + kUnderflowSlack;
+    for (size_t s = 0; s < sc.n_scales; ++s)
+      uppers.push_back(sc.upper(sc.table.c2[s] * a + sc.table.inv_c2[s] * b, two_g, margin_pair));
+  }
+  return uppers;
+}
+
+// The items of one block of queries: items[begin, end) belong to queries [first, first + rows),
+// those of one query in increasing key order.
+struct RowBlock {
+  size_t begin, end;
+  int64_t first, rows;
+};
+
+// Weighted sums of one (query, scale) over its near keys, for the two-pass correlation.
+struct QueryScaleMoments {
+  int64_t n = 0;
+  double sw = 0, sx = 0, sy = 0;
+  double x_min = kInf, x_max = -kInf, y_min = kInf, y_max = -kInf;
+  double cxx = 0, cyy = 0, cxy = 0;
+};
+
+// Buffers one worker reuses across the heads it computes.
+struct Workspace {
+  PreparedHead head;
+  RowMatrixF gram;
+  Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> gram_double;
+  std::vector<float> slack;
+  std::vector<uint32_t> admitted;
+  std::vector<double> q_dist, q_dot;
+  ItemColumns items;
+  std::vector<RowBlock> blocks;
+  std::vector<double> values;  // the items' y at or above the low cut
+  int64_t below_cut = 0;        // items under it
+  std::vector<QueryScaleMoments> moments;
+  std::vector<uint32_t> touched;
+  std::vector<int64_t> histogram;
+};
+
+// Histogram bins of y over [low, high], for the bounded-memory passes.
+struct YBins {
+  double low = 0, high = 0, per_unit = 0;
+  int64_t count = 0;
+  YBins() = default;
+  YBins(double lo, double hi, int64_t n) : low(lo), high(hi), count(n) {
+    per_unit = hi > lo ? static_cast<double>(n) / (hi - lo) : 0.0;
+  }
+  int64_t of(double y) const {  // y >= low
+    return std::min<int64_t>(count - 1, static_cast<int64_t>((y - low) * per_unit));
+  }
+};
+
+// What one pass does with the items it computes:
+//  store      keep them all (with the values at or above low_cut for the threshold);
+//  histogram  keep none: count those under low_cut and bin the others up to the cap;
+//  band       keep none but the values in bins [band_first, band_last], counting those below;
+//  near       keep a row block's items only until its correlations are added (threshold d).
+// The last three bound memory by a row block, at the cost of one pass each.
+struct PassPlan {
+  enum class Kind { store, histogram, band, near } kind = Kind::store;
+  double cap = kInf;      // bound on y^2
+  bool tighten = false;   // store: the bound is the K-th smallest upper bound seen (from cap)
+  double low_cut = 0;     // store, histogram, band
+  YBins bins;             // histogram, band
+  int64_t band_first = 0, band_last = 0;
+  double d = 0;           // near
+  std::vector<double>* r_sum = nullptr;     // near: sums of r per scale
+  std::vector<HeadScale>* scales = nullptr;  // near: counts per scale
+};
+
+void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size_t n_scales,
+                            std::vector<double>& r_sum, std::vector<HeadScale>& out);
+
+// The pass over every pair. With Kind::store it collects into ws.items every item whose exact
+// y^2 is at most the bound, plus some above it, and records the row blocks in ws.blocks; the
+// other kinds are described at PassPlan. Returns how many items have exact y^2 <= cap (with
+// `tighten`: at least `need`), or -1 when a token's q or k holds NaN or Inf.
+int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
+                      const PassPlan& plan, Workspace& ws) {
+  const double cap = plan.cap;
+  const bool tighten = plan.tighten;
+  const double low_cut = plan.low_cut;
+  const size_t n_scales = sc.n_scales;
+  const size_t n_padded = sc.table.n_padded;
+  const int dim = h.dim;
+  KthSmallestBound kth(need, cap);
+  int64_t under_cap = 0;
+  size_t prune_at = 1 << 16;
+  ItemColumns& items = ws.items;
+  items.clear();
+  ws.blocks.clear();
+  ws.values.clear();
+  ws.below_cut = 0;
+  ws.slack.resize(kColBlock);
+  ws.admitted.resize(kColBlock + 16);
+  ws.q_dist.resize(dim);
+  ws.q_dot.resize(dim);
+  RowScreen row;
+  row.c2_a.resize(n_padded);
+  row.inv_c2.resize(n_padded);
+  for (size_t s = 0; s < n_padded; ++s)
+    row.inv_c2[s] = static_cast<float>(sc.table.inv_c2[s < n_scales ? s : 0]);
+  const bool centred = h.centred();
+  PairVectors vectors{ws.q_dist.data(), ws.q_dot.data(), nullptr, h.k_mean.data(), dim};
+
+  for (const Region& r : h.regions) {
+    if (!compute_norms(h, r.begin, r.end)) return -1;
+    const bool float_screen = float_screen_safe(h, r.begin, r.end, r.begin, r.end);
+    for (int64_t r0 = r.begin; r0 < r.end; r0 += kRowBlock) {
+      const int64_t r1 = std::min(r.end, r0 + kRowBlock);
+      const int64_t key_limit = h.key_end[r1 - 1];  // key_end never decreases inside a region
+      const size_t block_items = items.size;
+      for (int64_t c0 = r.begin; c0 < key_limit; c0 += kColBlock) {
+        const int64_t c1 = std::min(key_limit, c0 + kColBlock);
+        // With norms beyond float's range (float_screen_safe) the float GEMM would overflow:
+        // those regions take the Gram in double (absurd inputs only, so speed does not matter).
+        if (float_screen) ws.gram.resize(r1 - r0, c1 - c0);
+        const Eigen::OuterStride<> gram_stride(h.gram_stride);
+        const RowsF queries(h.q_gram + r0 * h.gram_stride, r1 - r0, dim, gram_stride);
+        const RowsF keys(h.k_gram + c0 * h.gram_stride, c1 - c0, dim, gram_stride);
+        if (float_screen)
+          ws.gram.noalias() = queries * keys.transpose();
+        else
+          ws.gram_double.noalias() = queries.cast<double>() * keys.cast<double>().transpose();
+        for (int64_t i = r0; i < r1; ++i) {
+          const int64_t width = std::min(c1, h.key_end[i]) - c0;
+          if (width <= 0) continue;
+          const float* g = float_screen ? ws.gram.data() + (i - r0) * (c1 - c0) : nullptr;
+          const double* g_double =
+              float_screen ? nullptr : ws.gram_double.data() + (i - r0) * (c1 - c0);
+          // A bound read once per row may be stale (higher): that only admits extra items.
+          const double bound = tighten ? kth.bound() : cap;
+          const double a = h.q_norm2[i];
+          int64_t n_admitted = width;
+          if (float_screen) {
+            for (size_t s = 0; s < n_padded; ++s)
+              row.c2_a[s] = static_cast<float>(sc.table.c2[s < n_scales ? s : 0] * a);
+            row.margin_per_key_len = static_cast<float>(sc.rel * h.q_len[i] * (1 + 0x1p-16));
+            row.bound = static_cast<float>(bound * (1 + 0x1p-16) + 0x1p-100);
+            pair_slack(row, g, h.k_norm2_f.data() + c0, h.k_len_f.data() + c0, width,
+                       ws.slack.data());
+            n_admitted = admitted_pairs(ws.slack.data(), width, ws.admitted.data());
+          } else {
+            for (int64_t t = 0; t < width; ++t) ws.admitted[t] = static_cast<uint32_t>(t);
+          }
+          if (n_admitted == 0) continue;
+          const float* q_raw = h.q_vec + i * h.stride;
+          for (int l = 0; l < dim; ++l) {
+            ws.q_dot[l] = static_cast<double>(q_raw[l]);
+            ws.q_dist[l] = ws.q_dot[l] - h.q_mean[l];
+          }
+          const double rel_q = sc.rel * h.q_len[i];
+          items.make_room(static_cast<size_t>(n_admitted) * n_padded);
+          for (int64_t u = 0; u < n_admitted; ++u) {
+            const int64_t j = c0 + ws.admitted[u];
+            const double two_g =
+                2.0 * (g ? static_cast<double>(g[ws.admitted[u]]) : g_double[ws.admitted[u]]);
+            const double margin_pair = rel_q * h.k_len[j] + kUnderflowSlack;
+            const double b = h.k_norm2[j];
+            if (tighten)
+              for (size_t s = 0; s < n_scales; ++s) {
+                const double mag = sc.table.c2[s] * a + sc.table.inv_c2[s] * b;
+                kth.offer(sc.upper(mag, two_g, margin_pair));
+              }
+            vectors.k = h.k_vec + j * h.stride;
+            const double item_bound = tighten ? kth.bound() : bound;
+            const auto query = static_cast<uint32_t>(i);
+            items.size += static_cast<size_t>(
+                centred ? append_pair_items<true>(sc.table, a, b, two_g, margin_pair, item_bound,
+                                                  vectors, query, items.sink())
+                        : append_pair_items<false>(sc.table, a, b, two_g, margin_pair, item_bound,
+                                                   vectors, query, items.sink()));
+          }
+        }
+      }
+      // Square roots off the item step's critical path (a vector loop), then what the plan
+      // wants of the items.
+      using Kind = PassPlan::Kind;
+      double* y_col = &items.y[0];
+      int64_t block_under_cap = 0;
+#pragma omp simd reduction(+ : block_under_cap)
+      for (size_t t = block_items; t < items.size; ++t) {
+        block_under_cap += y_col[t] <= cap;
+        y_col[t] = std::sqrt(y_col[t]);
+      }
+      under_cap += block_under_cap;
+      // Every item with y^2 <= cap has y <= root_cap (roots are correctly rounded, so monotone);
+      // an item above the cap whose root rounds to root_cap may be counted too, which changes
+      // no order statistic: every item left out has y >= root_cap.
+      const double root_cap = std::sqrt(cap);
+      if (plan.kind == Kind::store) {
+        // The threshold's candidates: the items at or above the low cut, appended branch-free.
+        const size_t first = ws.values.size();
+        ws.values.resize(first + (items.size - block_items));
+        size_t kept = first;
+        for (size_t t = block_items; t < items.size; ++t) {
+          ws.values[kept] = y_col[t];
+          kept += y_col[t] >= low_cut;
+        }
+        ws.below_cut += static_cast<int64_t>((items.size - block_items) - (kept - first));
+        ws.values.resize(kept);
+      } else if (plan.kind != Kind::near) {
+        for (size_t t = block_items; t < items.size; ++t) {
+          const double y = y_col[t];
+          if (!(y <= root_cap)) continue;  // histogram and band see the items under the cap
+          if (y < low_cut) {
+            ++ws.below_cut;
+            continue;
+          }
+          const int64_t bin = plan.bins.of(y);
+          if (plan.kind == Kind::histogram) {
+            ++ws.histogram[static_cast<size_t>(bin)];
+          } else if (bin < plan.band_first) {
+            ++ws.below_cut;
+          } else if (bin <= plan.band_last) {
+            ws.values.push_back(y);
+          }
+        }
+      }
+      const RowBlock block{block_items, items.size, r0, r1 - r0};
+      if (plan.kind == Kind::near)
+        add_block_correlations(ws, block, plan.d, n_scales, *plan.r_sum, *plan.scales);
+      if (plan.kind != Kind::store) {
+        items.size = block_items;  // nothing kept past the block
+        continue;
+      }
+      ws.blocks.push_back(block);
+      if (tighten && items.size >= prune_at) {
+        // Items over the bound can be neither under the threshold nor among the K smallest.
+        const double b_now = kth.bound() * (1 + 1e-12);
+        size_t out = 0;
+        for (RowBlock& block : ws.blocks) {
+          const size_t begin = out;
+          for (size_t t = block.begin; t < block.end; ++t)
+            if (items.y[t] * items.y[t] <= b_now) items.move(t, out++);
+          block.begin = begin;
+          block.end = out;
+        }
+        items.size = out;
+        prune_at = std::max<size_t>(2 * items.size, 1 << 16);
+      }
+    }
+  }
+  return tighten ? static_cast<int64_t>(need) : under_cap;
+}
+
+// Adds the weighted Pearson correlation of x and y of every (query, scale) of a row block over
+// its near keys (y < d, weights (d - y)^2) to `out`, two-pass: sums and means, then the centred
+// moments. A query whose x or y takes a single value has zero weighted variance (weights
+// are positive, so that is the only way) and no r.
+void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size_t n_scales,
+                            std::vector<double>& r_sum, std::vector<HeadScale>& out) {
+  const ItemColumns& items = ws.items;
+  std::vector<QueryScaleMoments>& moments = ws.moments;  // all zero between blocks
+  std::vector<uint32_t>& touched = ws.touched;            // the buckets a block uses
+  {
+    if (moments.size() < static_cast<size_t>(block.rows) * n_scales)
+      moments.resize(static_cast<size_t>(block.rows) * n_scales);
+    auto bucket_of = [&](size_t t) {
+      return static_cast<uint32_t>((items.query[t] - block.first) * n_scales + items.scale[t]);
+    };
+    touched.clear();
+    for (size_t t = block.begin; t < block.end; ++t) {
+      const double x = items.x[t], y = items.y[t];
+      if (!(y < d)) continue;
+      const uint32_t bucket = bucket_of(t);
+      QueryScaleMoments& m = moments[bucket];
+      if (m.n == 0) touched.push_back(bucket);
+      const double w = (d - y) * (d - y);
+      ++m.n;
+      m.sw += w;
+      m.sx += w * x;
+      m.sy += w * y;
+      m.x_min = std::min(m.x_min, x);
+      m.x_max = std::max(m.x_max, x);
+      m.y_min = std::min(m.y_min, y);
+      m.y_max = std::max(m.y_max, y);
+    }
+    for (uint32_t bucket : touched) {
+      QueryScaleMoments& m = moments[bucket];
+      m.sx /= m.sw;  // now the weighted means
+      m.sy /= m.sw;
+    }
+    for (size_t t = block.begin; t < block.end; ++t) {
+      const double x = items.x[t], y = items.y[t];
+      if (!(y < d)) continue;
+      QueryScaleMoments& m = moments[bucket_of(t)];
+      if (m.n < 3) continue;
+      const double w = (d - y) * (d - y);
+      const double dx = x - m.sx, dy = y - m.sy;
+      m.cxx += w * dx * dx;
+      m.cyy += w * dy * dy;
+      m.cxy += w * dx * dy;
+    }
+    for (uint32_t bucket : touched) {
+      QueryScaleMoments& m = moments[bucket];
+      const size_t s = bucket % n_scales;
+      out[s].near_pairs += m.n;
+      if (m.n >= 3 && m.x_min != m.x_max && m.y_min != m.y_max && m.sw > 0 && m.cxx > 0 &&
+          m.cyy > 0) {
+        r_sum[s] += m.cxy / std::sqrt(m.cxx * m.cyy);  // the 1 / sum(w) of each moment cancels
+        ++out[s].queries;
+      }
+      m = QueryScaleMoments{};
+    }
+  }
+}
+
+// The head in ws.head (prepared); nothing when a token's q or k holds NaN or Inf.
+std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
+                                                 const MetricOptions& options, Workspace& ws) {
+  PreparedHead& h = ws.head;
+  const size_t n_scales = options.scales.size();
+  HeadOutcome out;
+  out.scales.resize(n_scales);
+  for (int64_t i = 0; i < h.n; ++i) out.pairs += h.key_end[i] - h.region_begin[i];
+  if (out.pairs == 0) return out;  // no tokens: the norms' medians are 0
+
+  // Percentile position over all (pair, scale) items: order statistics lo and lo + 1.
+  const double total_items = static_cast<double>(out.pairs) * static_cast<double>(n_scales);
+  const double pos = (total_items - 1) * options.percentile / 100.0;
+  const auto lo = static_cast<int64_t>(std::floor(pos));
+  const double frac = pos - static_cast<double>(lo);
+  const auto n_items = static_cast<int64_t>(total_items);
+  const size_t need = static_cast<size_t>(std::min<int64_t>(lo + 2, n_items));
+
+  // Step 1: caps at the pilot sample's quantile for the needed fraction plus 4 standard
+  // deviations of the count (then 3 and 10 times the fraction): a cap too tight is detected
+  // after the pass, which is then redone with the next; the last resort tightens as it goes.
+  std::vector<double> caps;
+  double low_cut = 0;  // the y under which fewer than lo items are expected (0: none known)
+  if (out.pairs > (int64_t{1} << 18)) {
+    // The sample's size balances its cost (~100 cycles per pair) against the items a looser
+    // cap costs (~60 cycles each, 4 relative standard deviations of the sample's count):
+    // minimising 100 n + 60 K 4 / sqrt(0.035 n) gives n = (6.4 K)^(2/3).
+    const auto balanced =
+        static_cast<int64_t>(std::pow(6.4 * static_cast<double>(need), 2.0 / 3.0));
+    const int64_t n_samples =
+        std::min({std::max<int64_t>(balanced, 1024), int64_t{1} << 15, out.pairs / 32});
+    const std::vector<double> sample = pilot_upper_bounds(h, sc, out.pairs, n_samples);
+    if (sample.empty()) return std::nullopt;
+    const double per_item = static_cast<double>(sample.size()) / total_items;
+    const double expected = static_cast<double>(need) * per_item;
+    // A cut below the lower order statistic: 4 standard deviations under its expected rank.
+    const double expected_lo = static_cast<double>(lo + 1) * per_item;
+    const double low_rank = expected_lo - 4.0 * std::sqrt(expected_lo) - 16;
+    std::vector<size_t> ranks;
+    if (low_rank >= 0) ranks.push_back(static_cast<size_t>(low_rank));
+    for (double factor : {1.0, 3.0, 10.0}) {
+      const double rank = factor * expected + 4.0 * std::sqrt(expected) + 16;
+      if (rank >= static_cast<double>(sample.size())) break;
+      ranks.push_back(static_cast<size_t>(rank));
+    }
+    if (!ranks.empty()) caps = small_order_statistics(sample, ranks);
+    if (low_rank >= 0) {
+      // An estimate: if it is too high (more than lo items under it), step 2 notices.
+      low_cut = std::sqrt(std::max(0.0, caps.front()));
+      caps.erase(caps.begin());
+    }
+  }
+  std::vector<double> r_sum(n_scales, 0.0);
+  auto finish = [&] {
+    out.median_q_norm = median(h.q_len);  // the passes computed every token's norms
+    out.median_k_norm = median(h.k_len);
+    for (size_t s = 0; s < n_scales; ++s)
+      if (out.scales[s].queries > 0)
+        out.scales[s].wcorr = r_sum[s] / static_cast<double>(out.scales[s].queries);
+    return out;
+  };
+
+  // Bounded memory: when the items would not fit options.item_memory (all scope over tens of
+  // thousands of tokens), three passes that each keep a row block at most: a histogram of y
+  // between the pilot's low cut and cap, the values of the one or two bins holding the order
+  // statistics, then the correlations block by block. Falls back to the one-pass path below if
+  // the pilot's range missed the order statistics.
+  constexpr double kBytesPerItem = 2 * sizeof(uint32_t) + 3 * sizeof(double);  // columns, value
+  if (!caps.empty() && 1.2 * static_cast<double>(need) * kBytesPerItem >
+                           static_cast<double>(options.item_memory)) {
+    constexpr int64_t kBins = int64_t{1} << 16;
+    PassPlan plan;
+    plan.kind = PassPlan::Kind::histogram;
+    plan.cap = caps.front();
+    plan.low_cut = low_cut;
+    plan.bins = YBins(low_cut, std::sqrt(plan.cap), kBins);
+    ws.histogram.assign(static_cast<size_t>(kBins), 0);
+    const int64_t counted = collect_items(h, sc, need, plan, ws);
+    if (counted < 0) return std::nullopt;
+    const int64_t below = ws.below_cut;
+    if (counted >= static_cast<int64_t>(need) && below <= lo) {
+      // The bins of the ranks lo and lo + 1 among the items above the low cut.
+      const int64_t rank_lo = lo - below, rank_hi = std::min(lo + 1, n_items - 1) - below;
+      int64_t first = -1, last = -1, seen = 0;
+      for (int64_t bin = 0; bin < kBins && last < 0; ++bin) {
+        seen += ws.histogram[static_cast<size_t>(bin)];
+        if (first < 0 && seen > rank_lo) first = bin;
+        if (seen > rank_hi) last = bin;
+      }
+      QKSCOPE_ASSERT(first >= 0 && last >= first);
+      plan.kind = PassPlan::Kind::band;
+      plan.band_first = first;
+      plan.band_last = last;
+      if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+      out.threshold = interpolated_order_statistic(ws.values, lo - ws.below_cut, frac);
+      const double d = *out.threshold;
+      plan = PassPlan{};
+      plan.kind = PassPlan::Kind::near;
+      plan.cap = d * d * (1 + 1e-12);  // every item with y < d
+      plan.d = d;
+      plan.r_sum = &r_sum;
+      plan.scales = &out.scales;
+      if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+      return finish();
+    }
+  }
+
+  ws.items.clear();
+  ws.items.make_room(need + need / 8);
+  ws.values.reserve(need / 2);
+  bool collected = false;
+  for (double cap : caps) {
+    PassPlan plan;
+    plan.cap = cap;
+    plan.low_cut = low_cut;
+    const int64_t under_cap = collect_items(h, sc, need, plan, ws);
+    if (under_cap < 0) return std::nullopt;
+    if (under_cap >= static_cast<int64_t>(need)) {
+      collected = true;
+      break;
+    }
+  }
+  if (!collected) {
+    PassPlan plan;
+    plan.tighten = true;
+    if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+  }
+  const ItemColumns& items = ws.items;
+  QKSCOPE_ASSERT(items.size >= need);
+
+  // Step 2: the threshold, from the exact distances. The pilot's low cut, when it holds,
+  // leaves only the items above it to select from.
+  int64_t below = ws.below_cut;
+  if (below > lo || ws.values.size() + static_cast<size_t>(below) != items.size) {
+    // The cut was too high, or the last-resort pass pruned items: select from everything.
+    below = 0;
+    ws.values.assign(&items.y[0], &items.y[0] + items.size);
+  }
+  out.threshold = interpolated_order_statistic(ws.values, lo - below, frac);
+  const double d = *out.threshold;
+
+  // Step 3: weighted correlation per (query, scale) over the near keys.
+  for (const RowBlock& block : ws.blocks)
+    add_block_correlations(ws, block, d, n_scales, r_sum, out.scales);
+  return finish();
+}
+
+}  // namespace
+
+std::optional<HeadOutcome> compute_head_variant(const HeadInput& in,
+                                                const MetricOptions& options) {
+  thread_local Workspace ws;  // per worker thread, reused across the heads it computes
+  const ScreenConstants sc(options, in.head_dim);
+  if (!prepare(in, options, ws.head)) return std::nullopt;
+  PreparedHead& h = ws.head;
+  // All scope: the pilot reads the norms of any token, so they are computed first.
+  if (options.pairs == PairScope::all && !h.norms_ready) {
+    if (!compute_norms(h, 0, h.n)) return std::nullopt;
+    h.norms_ready = true;
+  }
+  return compute_prepared_head(sc, options, ws);
+}
+
+}  // namespace qkscope::detail::QKSCOPE_ISA_NS

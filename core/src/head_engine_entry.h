@@ -1,0 +1,23 @@
+// The entry of each instruction-set variant of the engine (head_engine.h, compiled by
+// head_engine_<isa>.cpp). compute_head() (head_metrics.cpp) calls the one engine_isa.h chose.
+#pragma once
+
+#include <optional>
+
+#include "head_metrics.h"
+
+namespace qkscope::detail {
+
+// One head's outcome; nothing when a token's q or k holds NaN or Inf (the caller leaves those
+// tokens out and calls again).
+#define QKSCOPE_DECLARE_HEAD_ENGINE(ns)                                                \
+  namespace ns {                                                                       \
+  std::optional<HeadOutcome> compute_head_variant(const HeadInput& in,                 \
+                                                  const MetricOptions& options);       \
+  }
+QKSCOPE_DECLARE_HEAD_ENGINE(isa_baseline)
+QKSCOPE_DECLARE_HEAD_ENGINE(isa_avx2)
+QKSCOPE_DECLARE_HEAD_ENGINE(isa_avx512)
+#undef QKSCOPE_DECLARE_HEAD_ENGINE
+
+}  // namespace qkscope::detail
