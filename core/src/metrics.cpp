@@ -117,29 +117,31 @@ double percentile_linear(std::vector<double>& values, double percent) {
   return v_lo + (pos - static_cast<double>(lo)) * (v_hi - v_lo);
 }
 
-CTable compute_ctable(const QkData& data, const MetricOptions& options,
-                      const ProgressFn& progress) {
-  validate(options);
-  validate(data, "compute_ctable");
-  CTable table;
-  table.options = options;
-  table.tokens_seen = std::max(data.tokens_seen, data.n_tokens());
-  table.tokens_kept = data.n_tokens();
-  table.sequences_kept = 0;
-  for (size_t t = 0; t < data.sequence.size(); ++t)
-    if (t == 0 || data.sequence[t] != data.sequence[t - 1]) ++table.sequences_kept;
-  table.sequences_seen = std::max(data.sequences_seen, table.sequences_kept);
+int64_t count_heads(const QkData& data) {
+  int64_t n = 0;
+  for (const SiteData& site : data.sites) n += site.n_heads;
+  return n;
+}
 
+std::vector<HeadResult> compute_heads(const QkData& data, const MetricOptions& options,
+                                      int64_t first, int64_t count, const ProgressFn& progress) {
+  validate(options);
+  validate(data, "compute_heads");
+  const int64_t total = count_heads(data);
+  QKSCOPE_CHECK(first >= 0 && count >= 0 && first + count <= total,
+                "compute_heads: heads [{}, {}) requested, the data holds {} heads", first,
+                first + count, total);
   struct HeadRef {
     size_t site;
     int head;
   };
   std::vector<HeadRef> refs;
+  int64_t number = 0;
   for (size_t s = 0; s < data.sites.size(); ++s)
-    for (int h = 0; h < data.sites[s].n_heads; ++h) refs.push_back({s, h});
+    for (int h = 0; h < data.sites[s].n_heads; ++h, ++number)
+      if (number >= first && number < first + count) refs.push_back({s, h});
 
   std::vector<detail::HeadOutcome> outcomes(refs.size());
-  std::vector<int64_t> nonfinite(refs.size(), 0);
   const int threads =
       options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   parallel_for(
@@ -155,17 +157,11 @@ CTable compute_ctable(const QkData& data, const MetricOptions& options,
         in.sequence = data.sequence.data();
         in.position = data.position.data();
         outcomes[i] = detail::compute_head(in, options);
-        nonfinite[i] = outcomes[i].nonfinite_tokens;
       },
       progress);
 
-  // Metric 2 needs the mean over all heads of n(h, c), heads without queries counting 0.
-  const size_t n_scales = options.scales.size();
-  std::vector<double> mean_queries(n_scales, 0.0);
-  for (const auto& o : outcomes)
-    for (size_t s = 0; s < n_scales; ++s) mean_queries[s] += static_cast<double>(o.scales[s].queries);
-  for (double& m : mean_queries) m /= std::max<double>(1.0, static_cast<double>(outcomes.size()));
-
+  std::vector<HeadResult> heads;
+  heads.reserve(refs.size());
   for (size_t i = 0; i < refs.size(); ++i) {
     const SiteData& site = data.sites[refs[i].site];
     const detail::HeadOutcome& o = outcomes[i];
@@ -174,33 +170,81 @@ CTable compute_ctable(const QkData& data, const MetricOptions& options,
     head.head = site.head_index[refs[i].head];
     head.module = site.module;
     head.prescale = site.prescale;
-    head.tokens = data.n_tokens() - nonfinite[i];
-    head.nonfinite_tokens = nonfinite[i];
+    head.tokens = data.n_tokens() - o.nonfinite_tokens;
+    head.nonfinite_tokens = o.nonfinite_tokens;
     head.pairs = o.pairs;
     head.threshold = o.threshold;
     head.median_q_norm = o.median_q_norm;
     head.median_k_norm = o.median_k_norm;
-    std::vector<std::optional<double>> wcorr(n_scales), scaled(n_scales);
-    for (size_t s = 0; s < n_scales; ++s) {
+    std::vector<std::optional<double>> wcorr(options.scales.size());
+    for (size_t s = 0; s < options.scales.size(); ++s) {
       ScaleResult r;
       r.c = options.scales[s];
       r.wcorr = o.scales[s].wcorr;
       r.queries = o.scales[s].queries;
       r.near_pairs = o.scales[s].near_pairs;
-      if (r.wcorr && mean_queries[s] > 0)
-        r.wcorr_scaled = *r.wcorr * static_cast<double>(r.queries) / mean_queries[s];
       wcorr[s] = r.wcorr;
-      scaled[s] = r.wcorr_scaled;
       head.scales.push_back(r);
     }
     if (auto s = choose_scale(options.scales, wcorr, options.select)) head.c_wcorr = options.scales[*s];
-    if (auto s = choose_scale(options.scales, scaled, options.select))
-      head.c_wcorr_scaled = options.scales[*s];
     if (o.median_q_norm > 0 && o.median_k_norm > 0)
       head.c_norm = std::sqrt(o.median_k_norm / o.median_q_norm);  // sqrt(1 / rho)
-    table.heads.push_back(std::move(head));
+    heads.push_back(std::move(head));
   }
+  return heads;
+}
+
+CTable assemble_ctable(const QkData& data, const MetricOptions& options,
+                       std::vector<HeadResult> heads) {
+  validate(options);
+  const int64_t total = count_heads(data);
+  QKSCOPE_CHECK(static_cast<int64_t>(heads.size()) == total,
+                "assemble_ctable: {} head results for data with {} heads", heads.size(), total);
+  CTable table;
+  table.options = options;
+  table.tokens_seen = std::max(data.tokens_seen, data.n_tokens());
+  table.tokens_kept = data.n_tokens();
+  table.sequences_kept = 0;
+  for (size_t t = 0; t < data.sequence.size(); ++t)
+    if (t == 0 || data.sequence[t] != data.sequence[t - 1]) ++table.sequences_kept;
+  table.sequences_seen = std::max(data.sequences_seen, table.sequences_kept);
+
+  // Metric 2 needs the mean over all heads of n(h, c), heads without queries counting 0.
+  const size_t n_scales = options.scales.size();
+  for (const HeadResult& h : heads) {
+    QKSCOPE_CHECK(h.scales.size() == n_scales, "assemble_ctable: layer {} head {} has {} scales, "
+                  "the options {}", h.layer, h.head, h.scales.size(), n_scales);
+    for (size_t s = 0; s < n_scales; ++s)
+      QKSCOPE_CHECK(h.scales[s].c == options.scales[s], "assemble_ctable: layer {} head {} scale "
+                    "{} is c = {}, the options' {}", h.layer, h.head, s, h.scales[s].c,
+                    options.scales[s]);
+  }
+  std::vector<double> mean_queries(n_scales, 0.0);
+  for (const HeadResult& h : heads)
+    for (size_t s = 0; s < n_scales; ++s) mean_queries[s] += static_cast<double>(h.scales[s].queries);
+  for (double& m : mean_queries) m /= std::max<double>(1.0, static_cast<double>(heads.size()));
+
+  for (HeadResult& head : heads) {
+    std::vector<std::optional<double>> scaled(n_scales);
+    for (size_t s = 0; s < n_scales; ++s) {
+      ScaleResult& r = head.scales[s];
+      r.wcorr_scaled.reset();
+      if (r.wcorr && mean_queries[s] > 0)
+        r.wcorr_scaled = *r.wcorr * static_cast<double>(r.queries) / mean_queries[s];
+      scaled[s] = r.wcorr_scaled;
+    }
+    head.c_wcorr_scaled.reset();
+    if (auto s = choose_scale(options.scales, scaled, options.select))
+      head.c_wcorr_scaled = options.scales[*s];
+  }
+  table.heads = std::move(heads);
   return table;
+}
+
+CTable compute_ctable(const QkData& data, const MetricOptions& options,
+                      const ProgressFn& progress) {
+  return assemble_ctable(data, options,
+                         compute_heads(data, options, 0, count_heads(data), progress));
 }
 
 }  // namespace qkscope

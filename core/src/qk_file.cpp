@@ -214,8 +214,11 @@ std::vector<std::pair<std::string, std::string>> sample_metadata(const QkData& d
           {"sample.cutoff", fmt::format("{:.17g}", data.sample->cutoff)}};
 }
 
-void write_qk_file(const std::string& path, const QkData& data) {
-  validate(data, path);
+namespace {
+
+// The writer of `data`'s file; it points into `data`, which must outlive it.
+SafetensorsWriter qk_writer(const QkData& data, const std::string& where) {
+  validate(data, where);
   const int64_t n = data.n_tokens();
 
   SafetensorsWriter writer;
@@ -239,11 +242,11 @@ void write_qk_file(const std::string& path, const QkData& data) {
     writer.add(q_name(site.layer), shape, site.q);
     writer.add(k_name(site.layer), shape, site.k);
   }
-  writer.write(path);
+  return writer;
 }
 
-QkData read_qk_file(const std::string& path) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
+QkData read_qk(const SafetensorsFile& file) {
+  const std::string& path = file.name();
   const std::string& format = file.metadata_value("format");
   if (format != kQkFormat)
     fail(path, "wrong format string",
@@ -276,6 +279,32 @@ QkData read_qk_file(const std::string& path) {
     throw FormatError(e.what());  // same message: in a file, a broken invariant is a format error
   }
   return data;
+}
+
+}  // namespace
+
+void write_qk_file(const std::string& path, const QkData& data) {
+  qk_writer(data, path).write(path);
+}
+
+void write_qk_file(const std::string& path, const QkData& data,
+                   const std::vector<std::pair<std::string, std::string>>& extra) {
+  SafetensorsWriter writer = qk_writer(data, path);
+  for (const auto& [key, value] : extra) {
+    QKSCOPE_CHECK(key != "format" && key != "tokens_seen" && key != "sequences_seen" &&
+                      key.rfind("layer", 0) != 0 && key.rfind("sample.", 0) != 0,
+                  "{}: metadata key '{}' is the layout's own", path, key);
+    writer.set_metadata(key, value);
+  }
+  writer.write(path);
+}
+
+QkData read_qk_file(const std::string& path) { return read_qk(SafetensorsFile::open(path)); }
+
+std::string qk_file_bytes(const QkData& data) { return qk_writer(data, "qk_file_bytes").bytes(); }
+
+QkData parse_qk_bytes(std::string bytes, const std::string& name) {
+  return read_qk(SafetensorsFile::from_bytes(std::move(bytes), name));
 }
 
 }  // namespace qkscope

@@ -13,9 +13,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <string>
 
 #include "cli_test_util.h"
+#include "qkscope/qk_file.h"
 
 namespace qkscope {
 namespace {
@@ -65,7 +67,7 @@ class MpiTest : public ::testing::Test {
                  dir_ / "err.txt");
   }
   void expect_tables_equal(const std::string& a, const std::string& b) const {
-    for (const char* file : {"heads.csv", "scales.csv"}) {
+    for (const char* file : {"heads.csv", "scales.csv", "ctable.json"}) {
       SCOPED_TRACE(std::string(file) + ": " + a + " vs " + b);
       const std::string ta = read_text(dir_ / a / file), tb = read_text(dir_ / b / file);
       EXPECT_FALSE(ta.empty());
@@ -131,6 +133,84 @@ TEST_F(MpiTest, AFailingRankStopsTheRunAndNoRankHangs) {
   EXPECT_LT(seconds, 60);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_EQ(r.err.rfind("capture: rank 1: --layers", 0), 0u) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "heads.csv"));
+}
+
+// `capture --qk FILES` under mpirun: rank 0 reads (and merges) the files, the heads are spread.
+class MpiQkTest : public MpiTest {
+ protected:
+  void SetUp() override {
+    MpiTest::SetUp();
+    ASSERT_EQ(capture(args("a", "--save-qk " + path("a.qk"))).status, 0);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string qk_args(const std::string& files, const std::string& out, const std::string& extra = "",
+                      bool quiet = true) const {
+    return "--qk " + files + " --threads 1 " + (quiet ? "--quiet " : "") + "--out " + path(out) +
+           " " + extra;
+  }
+};
+
+TEST_F(MpiQkTest, RanksGiveTheTablesOfOneProcess) {
+  // b.qk: the same lines as other sequences (distinct indices), so that the two files merge.
+  ASSERT_EQ(capture(args("b", "--first-sequence 1000 --save-qk " + path("b.qk"))).status, 0);
+  for (const std::string& files : {path("a.qk"), path("a.qk") + " " + path("b.qk") + " --max-tokens 3000"}) {
+    SCOPED_TRACE("--qk " + files);
+    fs::remove_all(dir_ / "plain");
+    const Result plain = capture(qk_args(files, "plain"));
+    ASSERT_EQ(plain.status, 0) << plain.err;
+    for (int np : {1, 2, 3}) {
+      const std::string out = "np" + std::to_string(np);
+      fs::remove_all(dir_ / out);
+      const Result r = mpirun(np, qk_args(files, out));
+      ASSERT_EQ(r.status, 0) << "np " << np << ": " << r.err;
+      EXPECT_EQ(r.err, "") << "np " << np;
+      expect_tables_equal("plain", out);
+    }
+  }
+}
+
+TEST_F(MpiQkTest, EachRankGetsExactlyItsHeads) {
+  // 16 heads (4 layers x 4) over 3 ranks: 5, 5 and 6. Rank 0 keeps the first 5 and sends ranks 1
+  // and 2 the q/k of their 11 heads: 2 x 16 dims x 4 bytes per head and token, plus sequence and
+  // position (16 bytes per token) for each of the two ranks, plus two small file headers.
+  const int64_t n = read_qk_file(path("a.qk")).n_tokens();
+  const Result r = mpirun(3, qk_args(path("a.qk"), "out", "", /*quiet=*/false));
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.err, m, std::regex(
+      R"(16 heads spread over 3 ranks \(at most 6 each\): their q/k sent from rank 0, ([0-9.]+) MB)")))
+      << r.err;
+  const double expected_mb = static_cast<double>(n * (11 * 16 * 4 * 2 + 2 * 16)) / 1e6;
+  EXPECT_NEAR(std::stod(m[1].str()), expected_mb, 0.06) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 3) << r.err;  // spread, summary (2 lines)
+}
+
+TEST_F(MpiQkTest, RanksWithOtherOptionsAreRefused) {
+  // mpirun's A : B form with another grid on rank 1: rank 0 refuses its rows; one line, no hang.
+  const std::string cmd = kMpirun + " -np 1 " + QKSCOPE_CAPTURE_EXE + " " + qk_args(path("a.qk"), "out") +
+                          " : -np 1 " + QKSCOPE_CAPTURE_EXE + " " +
+                          qk_args(path("a.qk"), "out", "--scales 0.5,2");
+  const Result r = shell(cmd, dir_ / "err.txt");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("capture: error: rank 1 computed layer 2 head 0 over the scales 0.5,2, "
+                       "rank 0's options are 0.2,0.4,0.8,1,1.25,2.5,5"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "heads.csv"));
+}
+
+TEST_F(MpiQkTest, ARankKilledDuringItsHeadsStopsTheRun) {
+  // Rank 1 dies (SIGKILL) after its first head while rank 0 waits for its rows: mpirun ends the
+  // run; no rank waits for ever and no table is written.
+  const std::string cmd = kMpirun + " -np 1 " + QKSCOPE_CAPTURE_EXE + " " + qk_args(path("a.qk"), "out") +
+                          " : -np 1 env QKSCOPE_TEST_CRASH=metrics:1 " + QKSCOPE_CAPTURE_EXE + " " +
+                          qk_args(path("a.qk"), "out");
+  const auto start = std::chrono::steady_clock::now();
+  const Result r = shell(cmd, dir_ / "err.txt");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(r.status, 0) << r.err;
+  EXPECT_NE(r.status, 124) << "timed out";
+  EXPECT_LT(seconds, 60);
   EXPECT_FALSE(fs::exists(dir_ / "out" / "heads.csv"));
 }
 

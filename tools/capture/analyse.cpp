@@ -6,7 +6,10 @@
 #include <numeric>
 
 #include "checkpoint_run.h"
+#include "qkscope/checkpoint.h"
 #include "interrupt.h"
+#include "mpi_metrics.h"
+#include "mpi_run.h"
 #include "report_options.h"
 #include "progress.h"
 #include "qkscope/joint_report.h"
@@ -49,22 +52,32 @@ QkData subsample(QkData data, const CaptureOptions& options) {
 }  // namespace
 
 void analyse_and_write(const QkData& data, const CaptureOptions& options, const RunInfo& run,
-                       bool save, double capture_seconds) {
+                       bool save, double capture_seconds, const std::vector<SequenceRange>& ranges) {
   if (save && !options.save_qk.empty()) {
     const auto parent = std::filesystem::path(options.save_qk).parent_path();
     std::error_code ec;
     if (!parent.empty()) std::filesystem::create_directories(parent, ec);  // errors: at the write
-    write_qk_file(options.save_qk, data);
+    write_qk_file(options.save_qk, data, sequence_metadata(ranges, data));
   }
-  Progress progress("metrics (heads)", !options.quiet);
-  CTable table = compute_ctable(data, options.metrics, [&](int64_t done, int64_t total) {
+  const MpiWorld& world = mpi_world();
+  Progress progress(world.size > 1 ? "metrics (rank 0's heads)" : "metrics (heads)", !options.quiet);
+  MetricSpread spread;
+  CTable table = mpi_compute_ctable(data, options.metrics, [&](int64_t done, int64_t total) {
     throw_if_interrupted();
     test_crash_point("metrics", done);
     progress.update(done, total);
-  });
+  }, &spread);
   throw_if_interrupted();
   progress.finish();
   const double metric_seconds = progress.elapsed();
+  if (world.size > 1 && !options.quiet)
+    std::fprintf(stderr,
+                 "capture: %lld heads spread over %d ranks (at most %lld each): their q/k sent "
+                 "from rank 0, %.1f MB in %.2f s; rank 0's heads %.2f s; the other ranks' rows "
+                 "%.2f s later\n",
+                 static_cast<long long>(spread.heads), spread.ranks,
+                 static_cast<long long>(spread.most_heads), spread.bytes_sent / 1e6,
+                 spread.send_seconds, spread.own_seconds, spread.gather_seconds);
   auto paths = write_outputs(options.out, table, run);
   if (options.report) {
     const auto start = std::chrono::steady_clock::now();
@@ -91,13 +104,28 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
                save && !options.save_qk.empty() ? options.save_qk.c_str() : "");
 }
 
+void analyse_on_other_rank(const CaptureOptions& options) {
+  mpi_compute_ctable(QkData(), options.metrics, [](int64_t done, int64_t) {
+    throw_if_interrupted();
+    test_crash_point("metrics", done);  // QKSCOPE_TEST_CRASH: a rank killed during its heads
+  });
+}
+
 int run_qk_mode(const CaptureOptions& options) {
+  if (mpi_world().rank != 0) {
+    analyse_on_other_rank(options);
+    return 0;
+  }
   QkData data;
+  std::vector<SequenceRange> ranges;
   if (options.qk_files.size() > 1) {
     data = merge_qk_files(options.qk_files, options.max_tokens,
-                          options.seed_given ? std::optional<uint64_t>(options.seed) : std::nullopt);
+                          options.seed_given ? std::optional<uint64_t>(options.seed) : std::nullopt,
+                          &ranges);
   } else {
-    data = read_qk_file(options.qk);
+    StoreFile file = read_store_file(options.qk);
+    data = std::move(file.kept);
+    ranges = read_sequence_ranges(file.metadata, data, options.qk);
     if (options.max_tokens) data = subsample(std::move(data), options);
   }
   RunInfo run;
@@ -105,7 +133,7 @@ int run_qk_mode(const CaptureOptions& options) {
                                           : options.qk;
   run.max_tokens = options.max_tokens;
   run.seed = options.seed;
-  analyse_and_write(data, options, run, /*save=*/!options.save_qk.empty(), 0.0);
+  analyse_and_write(data, options, run, /*save=*/!options.save_qk.empty(), 0.0, ranges);
   return 0;
 }
 

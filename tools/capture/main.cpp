@@ -24,7 +24,7 @@ std::string first_line(const std::string& text) {
 int run(qkscope::cli::CaptureOptions options) {
   const qkscope::cli::MpiWorld& world = qkscope::cli::mpi_world();
   if (world.rank != 0) options.quiet = true;  // progress and summary: rank 0's, once per run
-  if (!options.qk.empty()) return world.rank == 0 ? qkscope::cli::run_qk_mode(options) : 0;
+  if (!options.qk.empty()) return qkscope::cli::run_qk_mode(options);  // heads over the ranks
 #ifdef QKSCOPE_HAVE_PLUGIN
   return qkscope::cli::run_model_mode(options);
 #else

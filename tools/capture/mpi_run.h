@@ -1,8 +1,8 @@
 // `mpirun -np K capture ...`: the MPI world of a capture run. Rank r runs the batches b with
 // b % K == r (the single-process run's batches, so every q/k is computed on the same padded
 // shapes), keeps its own QkStore, and the ranks' samples are merged into rank 0's store, which
-// is then exactly the sample one process would keep (QkStore::merge). Rank 0 computes the
-// metrics and writes the outputs. Without QKSCOPE_HAVE_MPI, or when the process was not started
+// is then exactly the sample one process would keep (QkStore::merge). The heads' metrics are
+// then spread over the ranks (mpi_metrics.h) and rank 0 writes the outputs. Without QKSCOPE_HAVE_MPI, or when the process was not started
 // by an MPI launcher, the world is one rank and nothing here touches MPI.
 #pragma once
 

@@ -18,6 +18,7 @@
 #include "qkscope/capture_sink.h"
 #include "qkscope/error.h"
 #include "qkscope/model_runner.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/qk_store.h"
 #include "qkscope/safetensors.h"
 #include "qkscope/text/tokenizer.h"
@@ -125,6 +126,7 @@ int run_model_mode(const CaptureOptions& o) {
   }
   const auto start = std::chrono::steady_clock::now();
   Progress progress("capture (sequences)", !o.quiet);
+  std::vector<SequenceRange> ranges;  // for --save-qk's sequences.* keys
 
   if (!o.inputs.empty()) {
     run.input = o.inputs;
@@ -137,6 +139,7 @@ int run_model_mode(const CaptureOptions& o) {
       progress.update(done, total);
     };
     run_model(module, inputs.tensors, sink, ro);
+    ranges.push_back(SequenceRange{o.first_sequence, o.first_sequence + inputs.rows, o.inputs, {}});
   } else {
     run.input = o.text.empty() ? o.ids : o.text;
     const auto vocab = embedding_rows(module.original(),
@@ -168,6 +171,13 @@ int run_model_mode(const CaptureOptions& o) {
                       max_length);
     }
     if (vocab) check_vocabulary(sequences, vocab->first, run.input, vocab->second);
+    // Global identity: sequence index first_sequence + i is line sequences[i].line of the input.
+    SequenceRange range{o.first_sequence, o.first_sequence + static_cast<int64_t>(sequences.size()),
+                        run.input, {}};
+    range.lines.reserve(sequences.size());
+    for (size_t i = 0; i < sequences.size(); ++i)
+      range.lines.emplace_back(o.first_sequence + static_cast<int64_t>(i), sequences[i].line);
+    ranges.push_back(std::move(range));
 
     // --checkpoint / --resume: batches are the uninterrupted run's (a resumed run starts at a
     // batch boundary), so every q/k is computed on the same padded shapes.
@@ -227,7 +237,10 @@ int run_model_mode(const CaptureOptions& o) {
   progress.finish();
   if (world.size > 1) {
     const MergeStats merged = mpi_merge_stores(store);
-    if (world.rank != 0) return 0;
+    if (world.rank != 0) {
+      analyse_on_other_rank(o);  // this rank's share of the heads' metrics
+      return 0;
+    }
     if (!o.quiet)
       std::cerr << fmt::format("capture: {} ranks; their samples merged on rank 0: {:.1f} MB in {:.2f} s "
                                "(after {:.2f} s waiting for the last rank's batches)\n",
@@ -238,7 +251,7 @@ int run_model_mode(const CaptureOptions& o) {
   QkData data = store.take();
   QKSCOPE_CHECK(!data.sites.empty(), "no attention site was captured (--layers {} matches none?)",
                 o.layers_text);
-  analyse_and_write(data, o, run, /*save=*/true, capture_seconds);
+  analyse_and_write(data, o, run, /*save=*/true, capture_seconds, ranges);
   return 0;
 }
 

@@ -81,6 +81,24 @@ using ProgressFn = std::function<void(int64_t, int64_t)>;
 CTable compute_ctable(const QkData& data, const MetricOptions& options,
                       const ProgressFn& progress = {});
 
+// compute_ctable in parts, for heads spread over processes (mpirun -np K capture): heads are
+// numbered in table order (by site, then the site's stored heads), and each part computes a
+// range of them; assemble_ctable then does what needs every head (metric 2's mean n(h, c) and
+// the choice on it). assemble_ctable(data, options, compute_heads(data, options, 0, all)) is
+// compute_ctable(data, options), byte for byte: a head's metrics read only its own vectors.
+int64_t count_heads(const QkData& data);
+// Heads [first, first + count) of `data` (threads and progress as compute_ctable). Each result
+// is complete except wcorr_scaled and c_wcorr_scaled, which assemble_ctable fills.
+std::vector<HeadResult> compute_heads(const QkData& data, const MetricOptions& options,
+                                      int64_t first, int64_t count,
+                                      const ProgressFn& progress = {});
+// The table from every head's result, in table order (the parts concatenated), and the counts of
+// `data` (its token and sequence counts and its sites' head counts; no vector is read).
+// Throws Error when `heads` does not hold count_heads(data) heads or a head's grid is not
+// options.scales.
+CTable assemble_ctable(const QkData& data, const MetricOptions& options,
+                       std::vector<HeadResult> heads);
+
 // The chosen scale under a rule (SPEC 3 "Choosing c"): the index into `c`, or nullopt when no
 // value is defined. values[i] belongs to c[i].
 std::optional<size_t> choose_scale(const std::vector<double>& c,

@@ -43,8 +43,19 @@ namespace qkscope {
 // including when `data` breaks validate().
 void write_qk_file(const std::string& path, const QkData& data);
 
+// The same with `extra` metadata entries besides the layout's (e.g. sequence_metadata() of
+// qk_merge.h); an extra key that the layout writes itself is an Error.
+void write_qk_file(const std::string& path, const QkData& data,
+                   const std::vector<std::pair<std::string, std::string>>& extra);
+
 // Reads and validates a q/k file. Throws FormatError naming the broken rule and the file.
 QkData read_qk_file(const std::string& path);
+
+// The same file as bytes in memory (what write_qk_file would write; no temporary file), and
+// those bytes read back (`name` stands for the file in error messages). For moving a sample
+// between processes (mpirun -np K capture).
+std::string qk_file_bytes(const QkData& data);
+QkData parse_qk_bytes(std::string bytes, const std::string& name);
 
 // The sample.* metadata entries of `data` (none when data.sample is absent).
 std::vector<std::pair<std::string, std::string>> sample_metadata(const QkData& data);
