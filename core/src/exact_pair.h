@@ -20,10 +20,18 @@
 #include <immintrin.h>
 #endif
 
+#ifndef QKSCOPE_KERNEL  // see pair_screen.h
+#if defined(__GNUC__)
+#define QKSCOPE_KERNEL inline __attribute__((always_inline))
+#else
+#define QKSCOPE_KERNEL inline
+#endif
+#endif
+
 namespace qkscope::detail::QKSCOPE_ISA_NS {
 
 // sum_l a[l] b[l] in double, of float vectors.
-inline double dot_in_double(const float* a, const float* b, int dim) {
+QKSCOPE_KERNEL double dot_in_double(const float* a, const float* b, int dim) {
   int l = 0;
   double sum = 0;
 #if defined(__AVX512F__)
@@ -42,7 +50,7 @@ inline double dot_in_double(const float* a, const float* b, int dim) {
 // q_dist: the query's distance vector (centred with --center), q_dot: the captured query, both
 // in double; k: the captured key; k_mean: the key centroid (read only when kCentred).
 template <bool kCentred>
-inline void pair_dots(const double* q_dist, const double* q_dot, const float* k,
+QKSCOPE_KERNEL void pair_dots(const double* q_dist, const double* q_dot, const float* k,
                       const double* k_mean, int dim, double& x, double& x_dist) {
   int l = 0;
   double dot = 0, dot_dist = 0;
@@ -115,7 +123,7 @@ struct PairVectors {
 // scale, x, and y^2 by the Gram identity in double from the exact dot product where its proven
 // rounding error is under 2^-40 of the result (directly otherwise). Returns how many.
 template <bool kCentred>
-inline int append_pair_items(const ScaleTable& st, double a, double b, double two_g,
+QKSCOPE_KERNEL int append_pair_items(const ScaleTable& st, double a, double b, double two_g,
                              double margin_pair, double bound, const PairVectors& v,
                              uint32_t query, const ItemSink& out) {
   int n = 0;

@@ -20,7 +20,7 @@
 //     the weighted correlation over y < d, row block by row block.
 // Memory is the collected items (about 1.1 K) and per-thread buffers of one block; heads whose
 // items would exceed MetricOptions::item_memory take three passes that keep one row block at a
-// time instead (PassPlan).
+// time instead (the handlers of collect_items).
 #pragma once
 
 #ifndef QKSCOPE_ISA_NS
@@ -52,6 +52,7 @@ using RowsF = Eigen::Map<const RowMatrixF, 0, Eigen::OuterStride<>>;
 
 constexpr int64_t kRowBlock = 256;   // queries per Gram block
 constexpr int64_t kColBlock = 1024;  // keys per Gram block
+constexpr int64_t kPilotMinPairs = 4096;  // heads with fewer pairs go straight to the last resort
 constexpr double kInf = std::numeric_limits<double>::infinity();
 // Relative slack for double rounding in norms, in the screen's arithmetic and in the direct
 // recomputation: all are ~1e-15 of the magnitudes involved.
@@ -296,42 +297,173 @@ struct YBins {
   }
 };
 
-// What one pass does with the items it computes:
-//  store      keep them all (with the values at or above low_cut for the threshold);
-//  histogram  keep none: count those under low_cut and bin the others up to the cap;
-//  band       keep none but the values in bins [band_first, band_last], counting those below;
-//  near       keep a row block's items only until its correlations are added (threshold d).
-// The last three bound memory by a row block, at the cost of one pass each.
-struct PassPlan {
-  enum class Kind { store, histogram, band, near } kind = Kind::store;
-  double cap = kInf;      // bound on y^2
-  bool tighten = false;   // store: the bound is the K-th smallest upper bound seen (from cap)
-  double low_cut = 0;     // store, histogram, band
-  YBins bins;             // histogram, band
-  int64_t band_first = 0, band_last = 0;
-  double d = 0;           // near
-  std::vector<double>* r_sum = nullptr;     // near: sums of r per scale
-  std::vector<HeadScale>* scales = nullptr;  // near: counts per scale
-};
-
 void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size_t n_scales,
                             std::vector<double>& r_sum, std::vector<HeadScale>& out);
 
-// The pass over every pair. With Kind::store it collects into ws.items every item whose exact
-// y^2 is at most the bound, plus some above it, and records the row blocks in ws.blocks; the
-// other kinds are described at PassPlan. Returns how many items have exact y^2 <= cap (with
-// `tighten`: at least `need`), or -1 when a token's q or k holds NaN or Inf.
-int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
-                      const PassPlan& plan, Workspace& ws) {
-  const double cap = plan.cap;
-  const bool tighten = plan.tighten;
-  const double low_cut = plan.low_cut;
+// What a pass does with the items it computes: one handler per kind of pass, so that the pass
+// (collect_items) holds no branch on the kind and a new kind needs no change to it. A handler has
+//   kOffers               whether every admitted pair's upper bounds go to offer();
+//   cap()                 the bound on y^2 the pass counts items under (its result);
+//   bound()               the bound the screen and the item step use now (read once per row
+//                         and again per pair; a stale, higher value only admits extra items);
+//   offer(upper)          an upper bound of an admitted pair's y^2 at one scale (kOffers only);
+//   end_block(ws, block)  the block's items are in ws.items[block.begin, block.end), their y
+//                         computed; returns whether they stay there;
+//   result(under_cap)     what collect_items returns.
+// Only StoreItems keeps items past their block; the others bound memory by a row block, at the
+// cost of one pass each (the bounded-memory path).
+
+// Keeps every item (with the values at or above low_cut, for the threshold, in ws.values).
+// kTighten (the last resort): the bound is the K-th smallest upper bound offered so far.
+template <bool kTighten>
+class StoreItems {
+ public:
+  static constexpr bool kOffers = kTighten;
+  StoreItems(double cap, double low_cut, size_t need)
+      : cap_(cap), low_cut_(low_cut), need_(need), kth_(need, cap) {}
+  double cap() const { return cap_; }
+  double bound() const { return kTighten ? kth_.bound() : cap_; }
+  void offer(double upper) { kth_.offer(upper); }
+  bool end_block(Workspace& ws, const RowBlock& block) {
+    // The threshold's candidates: the items at or above the low cut, appended branch-free.
+    const double* y = &ws.items.y[0];
+    const size_t first = ws.values.size();
+    ws.values.resize(first + (block.end - block.begin));
+    size_t kept = first;
+    for (size_t t = block.begin; t < block.end; ++t) {
+      ws.values[kept] = y[t];
+      kept += y[t] >= low_cut_;
+    }
+    ws.below_cut += static_cast<int64_t>((block.end - block.begin) - (kept - first));
+    ws.values.resize(kept);
+    ws.blocks.push_back(block);
+    if (kTighten && ws.items.size >= prune_at_) prune(ws);
+    return true;
+  }
+  int64_t result(int64_t under_cap) const {
+    return kTighten ? static_cast<int64_t>(need_) : under_cap;
+  }
+
+ private:
+  // Items over the bound can be neither under the threshold nor among the K smallest.
+  void prune(Workspace& ws) {
+    ItemColumns& items = ws.items;
+    const double b_now = kth_.bound() * (1 + 1e-12);
+    size_t out = 0;
+    for (RowBlock& block : ws.blocks) {
+      const size_t begin = out;
+      for (size_t t = block.begin; t < block.end; ++t)
+        if (items.y[t] * items.y[t] <= b_now) items.move(t, out++);
+      block.begin = begin;
+      block.end = out;
+    }
+    items.size = out;
+    prune_at_ = std::max<size_t>(2 * items.size, 1 << 16);
+  }
+  double cap_, low_cut_;
+  size_t need_;
+  KthSmallestBound kth_;
+  size_t prune_at_ = 1 << 16;
+};
+
+// Keeps no item; counts those under the cap: below low_cut in ws.below_cut, the others in
+// ws.histogram's bins.
+class HistogramItems {
+ public:
+  static constexpr bool kOffers = false;
+  HistogramItems(double cap, double low_cut, const YBins& bins)
+      : cap_(cap), root_cap_(std::sqrt(cap)), low_cut_(low_cut), bins_(bins) {}
+  double cap() const { return cap_; }
+  double bound() const { return cap_; }
+  void offer(double) {}
+  bool end_block(Workspace& ws, const RowBlock& block) {
+    for (size_t t = block.begin; t < block.end; ++t) {
+      const double y = ws.items.y[t];
+      if (!(y <= root_cap_)) continue;  // see collect_items on root_cap
+      if (y < low_cut_)
+        ++ws.below_cut;
+      else
+        ++ws.histogram[static_cast<size_t>(bins_.of(y))];
+    }
+    return false;
+  }
+  int64_t result(int64_t under_cap) const { return under_cap; }
+
+ private:
+  double cap_, root_cap_, low_cut_;
+  YBins bins_;
+};
+
+// Keeps the values of the items under the cap that fall in bins [first, last] (in ws.values),
+// counting those below them in ws.below_cut.
+class BandItems {
+ public:
+  static constexpr bool kOffers = false;
+  BandItems(double cap, double low_cut, const YBins& bins, int64_t first, int64_t last)
+      : cap_(cap), root_cap_(std::sqrt(cap)), low_cut_(low_cut), bins_(bins), first_(first),
+        last_(last) {}
+  double cap() const { return cap_; }
+  double bound() const { return cap_; }
+  void offer(double) {}
+  bool end_block(Workspace& ws, const RowBlock& block) {
+    for (size_t t = block.begin; t < block.end; ++t) {
+      const double y = ws.items.y[t];
+      if (!(y <= root_cap_)) continue;
+      if (y < low_cut_) {
+        ++ws.below_cut;
+        continue;
+      }
+      const int64_t bin = bins_.of(y);
+      if (bin < first_)
+        ++ws.below_cut;
+      else if (bin <= last_)
+        ws.values.push_back(y);
+    }
+    return false;
+  }
+  int64_t result(int64_t under_cap) const { return under_cap; }
+
+ private:
+  double cap_, root_cap_, low_cut_;
+  YBins bins_;
+  int64_t first_, last_;
+};
+
+// Adds each block's correlations over the near keys (y < d) and drops its items.
+class NearItems {
+ public:
+  static constexpr bool kOffers = false;
+  NearItems(double d, size_t n_scales, std::vector<double>& r_sum, std::vector<HeadScale>& scales)
+      : cap_(d * d * (1 + 1e-12)), d_(d), n_scales_(n_scales), r_sum_(r_sum), scales_(scales) {}
+  double cap() const { return cap_; }  // every item with y < d
+  double bound() const { return cap_; }
+  void offer(double) {}
+  bool end_block(Workspace& ws, const RowBlock& block) {
+    add_block_correlations(ws, block, d_, n_scales_, r_sum_, scales_);
+    return false;
+  }
+  int64_t result(int64_t under_cap) const { return under_cap; }
+
+ private:
+  double cap_, d_;
+  size_t n_scales_;
+  std::vector<double>& r_sum_;
+  std::vector<HeadScale>& scales_;
+};
+
+// The pass over every pair: per block of pairs the Gram matrix, the float screen, and the item
+// step for the admitted pairs, whose items (every one with exact y^2 <= handler.bound(), plus
+// some above it) go to ws.items and, a row block at a time, to the handler. Returns
+// handler.result(how many items have exact y^2 <= handler.cap()), or -1 when a token's q or k
+// holds NaN or Inf.
+template <class Handler>
+int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handler,
+                      Workspace& ws) {
+  const double cap = handler.cap();
   const size_t n_scales = sc.n_scales;
   const size_t n_padded = sc.table.n_padded;
   const int dim = h.dim;
-  KthSmallestBound kth(need, cap);
   int64_t under_cap = 0;
-  size_t prune_at = 1 << 16;
   ItemColumns& items = ws.items;
   items.clear();
   ws.blocks.clear();
@@ -374,8 +506,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
           const float* g = float_screen ? ws.gram.data() + (i - r0) * (c1 - c0) : nullptr;
           const double* g_double =
               float_screen ? nullptr : ws.gram_double.data() + (i - r0) * (c1 - c0);
-          // A bound read once per row may be stale (higher): that only admits extra items.
-          const double bound = tighten ? kth.bound() : cap;
+          const double bound = handler.bound();
           const double a = h.q_norm2[i];
           int64_t n_admitted = width;
           if (float_screen) {
@@ -403,13 +534,13 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
                 2.0 * (g ? static_cast<double>(g[ws.admitted[u]]) : g_double[ws.admitted[u]]);
             const double margin_pair = rel_q * h.k_len[j] + kUnderflowSlack;
             const double b = h.k_norm2[j];
-            if (tighten)
+            if constexpr (Handler::kOffers)
               for (size_t s = 0; s < n_scales; ++s) {
                 const double mag = sc.table.c2[s] * a + sc.table.inv_c2[s] * b;
-                kth.offer(sc.upper(mag, two_g, margin_pair));
+                handler.offer(sc.upper(mag, two_g, margin_pair));
               }
             vectors.k = h.k_vec + j * h.stride;
-            const double item_bound = tighten ? kth.bound() : bound;
+            const double item_bound = Handler::kOffers ? handler.bound() : bound;
             const auto query = static_cast<uint32_t>(i);
             items.size += static_cast<size_t>(
                 centred ? append_pair_items<true>(sc.table, a, b, two_g, margin_pair, item_bound,
@@ -419,9 +550,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
           }
         }
       }
-      // Square roots off the item step's critical path (a vector loop), then what the plan
-      // wants of the items.
-      using Kind = PassPlan::Kind;
+      // Square roots off the item step's critical path (a vector loop), then the handler.
       double* y_col = &items.y[0];
       int64_t block_under_cap = 0;
 #pragma omp simd reduction(+ : block_under_cap)
@@ -430,64 +559,15 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, size_t need,
         y_col[t] = std::sqrt(y_col[t]);
       }
       under_cap += block_under_cap;
-      // Every item with y^2 <= cap has y <= root_cap (roots are correctly rounded, so monotone);
-      // an item above the cap whose root rounds to root_cap may be counted too, which changes
-      // no order statistic: every item left out has y >= root_cap.
-      const double root_cap = std::sqrt(cap);
-      if (plan.kind == Kind::store) {
-        // The threshold's candidates: the items at or above the low cut, appended branch-free.
-        const size_t first = ws.values.size();
-        ws.values.resize(first + (items.size - block_items));
-        size_t kept = first;
-        for (size_t t = block_items; t < items.size; ++t) {
-          ws.values[kept] = y_col[t];
-          kept += y_col[t] >= low_cut;
-        }
-        ws.below_cut += static_cast<int64_t>((items.size - block_items) - (kept - first));
-        ws.values.resize(kept);
-      } else if (plan.kind != Kind::near) {
-        for (size_t t = block_items; t < items.size; ++t) {
-          const double y = y_col[t];
-          if (!(y <= root_cap)) continue;  // histogram and band see the items under the cap
-          if (y < low_cut) {
-            ++ws.below_cut;
-            continue;
-          }
-          const int64_t bin = plan.bins.of(y);
-          if (plan.kind == Kind::histogram) {
-            ++ws.histogram[static_cast<size_t>(bin)];
-          } else if (bin < plan.band_first) {
-            ++ws.below_cut;
-          } else if (bin <= plan.band_last) {
-            ws.values.push_back(y);
-          }
-        }
-      }
-      const RowBlock block{block_items, items.size, r0, r1 - r0};
-      if (plan.kind == Kind::near)
-        add_block_correlations(ws, block, plan.d, n_scales, *plan.r_sum, *plan.scales);
-      if (plan.kind != Kind::store) {
+      // Every item with y^2 <= cap has y <= sqrt(cap) (roots are correctly rounded, so
+      // monotone); an item above the cap whose root rounds to sqrt(cap) may be counted too by
+      // the handlers that test y against it, which changes no order statistic: every item left
+      // out has y >= sqrt(cap).
+      if (!handler.end_block(ws, RowBlock{block_items, items.size, r0, r1 - r0}))
         items.size = block_items;  // nothing kept past the block
-        continue;
-      }
-      ws.blocks.push_back(block);
-      if (tighten && items.size >= prune_at) {
-        // Items over the bound can be neither under the threshold nor among the K smallest.
-        const double b_now = kth.bound() * (1 + 1e-12);
-        size_t out = 0;
-        for (RowBlock& block : ws.blocks) {
-          const size_t begin = out;
-          for (size_t t = block.begin; t < block.end; ++t)
-            if (items.y[t] * items.y[t] <= b_now) items.move(t, out++);
-          block.begin = begin;
-          block.end = out;
-        }
-        items.size = out;
-        prune_at = std::max<size_t>(2 * items.size, 1 << 16);
-      }
     }
   }
-  return tighten ? static_cast<int64_t>(need) : under_cap;
+  return handler.result(under_cap);
 }
 
 // Adds the weighted Pearson correlation of x and y of every (query, scale) of a row block over
@@ -575,7 +655,10 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
   // after the pass, which is then redone with the next; the last resort tightens as it goes.
   std::vector<double> caps;
   double low_cut = 0;  // the y under which fewer than lo items are expected (0: none known)
-  if (out.pairs > (int64_t{1} << 18)) {
+  // Small heads too (a BERT-base head of 24 sequences has ~150k pairs): without a cap the pass
+  // starts unbounded and collects, and offers to the running bound, most of its first pairs;
+  // the pilot costs a few hundred sampled pairs.
+  if (out.pairs >= kPilotMinPairs) {
     // The sample's size balances its cost (~100 cycles per pair) against the items a looser
     // cap costs (~60 cycles each, 4 relative standard deviations of the sample's count):
     // minimising 100 n + 60 K 4 / sqrt(0.035 n) gives n = (6.4 K)^(2/3).
@@ -623,13 +706,11 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
   if (!caps.empty() && 1.2 * static_cast<double>(need) * kBytesPerItem >
                            static_cast<double>(options.item_memory)) {
     constexpr int64_t kBins = int64_t{1} << 16;
-    PassPlan plan;
-    plan.kind = PassPlan::Kind::histogram;
-    plan.cap = caps.front();
-    plan.low_cut = low_cut;
-    plan.bins = YBins(low_cut, std::sqrt(plan.cap), kBins);
+    const double cap = caps.front();
+    const YBins bins(low_cut, std::sqrt(cap), kBins);
     ws.histogram.assign(static_cast<size_t>(kBins), 0);
-    const int64_t counted = collect_items(h, sc, need, plan, ws);
+    HistogramItems histogram(cap, low_cut, bins);
+    const int64_t counted = collect_items(h, sc, histogram, ws);
     if (counted < 0) return std::nullopt;
     const int64_t below = ws.below_cut;
     if (counted >= static_cast<int64_t>(need) && below <= lo) {
@@ -642,19 +723,12 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
         if (seen > rank_hi) last = bin;
       }
       QKSCOPE_ASSERT(first >= 0 && last >= first);
-      plan.kind = PassPlan::Kind::band;
-      plan.band_first = first;
-      plan.band_last = last;
-      if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+      BandItems band(cap, low_cut, bins, first, last);
+      if (collect_items(h, sc, band, ws) < 0) return std::nullopt;
       out.threshold = interpolated_order_statistic(ws.values, lo - ws.below_cut, frac);
       const double d = *out.threshold;
-      plan = PassPlan{};
-      plan.kind = PassPlan::Kind::near;
-      plan.cap = d * d * (1 + 1e-12);  // every item with y < d
-      plan.d = d;
-      plan.r_sum = &r_sum;
-      plan.scales = &out.scales;
-      if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+      NearItems near(d, n_scales, r_sum, out.scales);
+      if (collect_items(h, sc, near, ws) < 0) return std::nullopt;
       return finish();
     }
   }
@@ -664,10 +738,8 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
   ws.values.reserve(need / 2);
   bool collected = false;
   for (double cap : caps) {
-    PassPlan plan;
-    plan.cap = cap;
-    plan.low_cut = low_cut;
-    const int64_t under_cap = collect_items(h, sc, need, plan, ws);
+    StoreItems<false> store(cap, low_cut, need);
+    const int64_t under_cap = collect_items(h, sc, store, ws);
     if (under_cap < 0) return std::nullopt;
     if (under_cap >= static_cast<int64_t>(need)) {
       collected = true;
@@ -675,9 +747,8 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
     }
   }
   if (!collected) {
-    PassPlan plan;
-    plan.tighten = true;
-    if (collect_items(h, sc, need, plan, ws) < 0) return std::nullopt;
+    StoreItems<true> store(kInf, 0.0, need);
+    if (collect_items(h, sc, store, ws) < 0) return std::nullopt;
   }
   const ItemColumns& items = ws.items;
   QKSCOPE_ASSERT(items.size >= need);

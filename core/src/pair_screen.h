@@ -20,6 +20,17 @@
 #include <immintrin.h>
 #endif
 
+// The kernels must be inlined into the pass: a call per key of grid_min8 keeps the loop over keys
+// from being vectorised, and GCC's inlining heuristics stop short once the pass is instantiated
+// for every kind of pass (head_engine.h).
+#ifndef QKSCOPE_KERNEL
+#if defined(__GNUC__)
+#define QKSCOPE_KERNEL inline __attribute__((always_inline))
+#else
+#define QKSCOPE_KERNEL inline
+#endif
+#endif
+
 namespace qkscope::detail::QKSCOPE_ISA_NS {
 
 // Per-row constants of the float screen. Where a magnitude could overflow float (norms beyond
@@ -43,7 +54,7 @@ struct RowScreen {
 // and B by 2^-100 absolute for results that underflow.
 // min over 8 scales of c^2 a + b / c^2, written out: GCC vectorises the loop over keys that calls
 // it only without a nested loop or branches.
-inline float grid_min8(const float* c2_a, const float* inv_c2, float b) {
+QKSCOPE_KERNEL float grid_min8(const float* c2_a, const float* inv_c2, float b) {
   float m = c2_a[0] + b * inv_c2[0];
   m = std::min(m, c2_a[1] + b * inv_c2[1]);
   m = std::min(m, c2_a[2] + b * inv_c2[2]);
@@ -54,7 +65,7 @@ inline float grid_min8(const float* c2_a, const float* inv_c2, float b) {
   return std::min(m, c2_a[7] + b * inv_c2[7]);
 }
 
-inline void pair_slack(const RowScreen& row, const float* __restrict gram,
+QKSCOPE_KERNEL void pair_slack(const RowScreen& row, const float* __restrict gram,
                        const float* __restrict key_norm2, const float* __restrict key_len,
                        int64_t width, float* __restrict slack) {
   // Scales come in groups of 8 (padded by repeating scale 0, which leaves the minimum alone),
@@ -92,7 +103,7 @@ inline void pair_slack(const RowScreen& row, const float* __restrict gram,
 // the survivors of 16 keys are compressed to the front of a register and stored whole (`out`
 // needs room for 16 entries past the count), without a branch per survivor; with AVX2 the set
 // bits of the rare non-zero masks are walked.
-inline int64_t admitted_pairs(const float* slack, int64_t width, uint32_t* out) {
+QKSCOPE_KERNEL int64_t admitted_pairs(const float* slack, int64_t width, uint32_t* out) {
   int64_t n = 0, t = 0;
 #if defined(__AVX512F__)
   const __m512 zero = _mm512_setzero_ps();
