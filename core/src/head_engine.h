@@ -281,6 +281,7 @@ struct Workspace {
   int64_t below_cut = 0;        // items under it
   std::vector<QueryScaleMoments> moments;
   std::vector<uint32_t> touched;
+  std::vector<uint32_t> near;  // add_block_correlations: a block's items with y < d
   std::vector<int64_t> histogram;
 };
 
@@ -573,62 +574,74 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
 // Adds the weighted Pearson correlation of x and y of every (query, scale) of a row block over
 // its near keys (y < d, weights (d - y)^2) to `out`, two-pass: sums and means, then the centred
 // moments. A query whose x or y takes a single value has zero weighted variance (weights
-// are positive, so that is the only way) and no r.
+// are positive, so that is the only way) and no r. The near items are listed first, branch-free:
+// about half the block's items are near, and a branch on it mispredicts as often as not.
 void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size_t n_scales,
                             std::vector<double>& r_sum, std::vector<HeadScale>& out) {
   const ItemColumns& items = ws.items;
   std::vector<QueryScaleMoments>& moments = ws.moments;  // all zero between blocks
   std::vector<uint32_t>& touched = ws.touched;            // the buckets a block uses
-  {
-    if (moments.size() < static_cast<size_t>(block.rows) * n_scales)
-      moments.resize(static_cast<size_t>(block.rows) * n_scales);
-    auto bucket_of = [&](size_t t) {
-      return static_cast<uint32_t>((items.query[t] - block.first) * n_scales + items.scale[t]);
-    };
-    touched.clear();
-    for (size_t t = block.begin; t < block.end; ++t) {
-      const double x = items.x[t], y = items.y[t];
-      if (!(y < d)) continue;
-      const uint32_t bucket = bucket_of(t);
-      QueryScaleMoments& m = moments[bucket];
-      if (m.n == 0) touched.push_back(bucket);
-      const double w = (d - y) * (d - y);
-      ++m.n;
-      m.sw += w;
-      m.sx += w * x;
-      m.sy += w * y;
-      m.x_min = std::min(m.x_min, x);
-      m.x_max = std::max(m.x_max, x);
-      m.y_min = std::min(m.y_min, y);
-      m.y_max = std::max(m.y_max, y);
+  std::vector<uint32_t>& near = ws.near;                  // the block's near items
+  if (moments.size() < static_cast<size_t>(block.rows) * n_scales)
+    moments.resize(static_cast<size_t>(block.rows) * n_scales);
+  const size_t count = block.end - block.begin;
+  if (near.size() < count) near.resize(count);
+  size_t n_near = 0;
+  for (size_t t = block.begin; t < block.end; ++t) {
+    near[n_near] = static_cast<uint32_t>(t - block.begin);
+    n_near += items.y[t] < d;
+  }
+  const uint32_t* query = &items.query[block.begin];
+  const uint32_t* scale = &items.scale[block.begin];
+  const double* xs = &items.x[block.begin];
+  const double* ys = &items.y[block.begin];
+  const auto first = static_cast<uint32_t>(block.first);
+  auto bucket_of = [&](uint32_t t) {
+    return static_cast<uint32_t>((query[t] - first) * n_scales + scale[t]);
+  };
+  touched.clear();
+  for (size_t u = 0; u < n_near; ++u) {
+    const uint32_t t = near[u];
+    const double x = xs[t], y = ys[t];
+    const uint32_t bucket = bucket_of(t);
+    QueryScaleMoments& m = moments[bucket];
+    if (m.n == 0) touched.push_back(bucket);
+    const double w = (d - y) * (d - y);
+    ++m.n;
+    m.sw += w;
+    m.sx += w * x;
+    m.sy += w * y;
+    m.x_min = std::min(m.x_min, x);
+    m.x_max = std::max(m.x_max, x);
+    m.y_min = std::min(m.y_min, y);
+    m.y_max = std::max(m.y_max, y);
+  }
+  for (uint32_t bucket : touched) {
+    QueryScaleMoments& m = moments[bucket];
+    m.sx /= m.sw;  // now the weighted means
+    m.sy /= m.sw;
+  }
+  for (size_t u = 0; u < n_near; ++u) {
+    const uint32_t t = near[u];
+    const double x = xs[t], y = ys[t];
+    QueryScaleMoments& m = moments[bucket_of(t)];
+    // Buckets of fewer than 3 items get no r: their moments are left unused (no branch).
+    const double w = (d - y) * (d - y);
+    const double dx = x - m.sx, dy = y - m.sy;
+    m.cxx += w * dx * dx;
+    m.cyy += w * dy * dy;
+    m.cxy += w * dx * dy;
+  }
+  for (uint32_t bucket : touched) {
+    QueryScaleMoments& m = moments[bucket];
+    const size_t s = bucket % n_scales;
+    out[s].near_pairs += m.n;
+    if (m.n >= 3 && m.x_min != m.x_max && m.y_min != m.y_max && m.sw > 0 && m.cxx > 0 &&
+        m.cyy > 0) {
+      r_sum[s] += m.cxy / std::sqrt(m.cxx * m.cyy);  // the 1 / sum(w) of each moment cancels
+      ++out[s].queries;
     }
-    for (uint32_t bucket : touched) {
-      QueryScaleMoments& m = moments[bucket];
-      m.sx /= m.sw;  // now the weighted means
-      m.sy /= m.sw;
-    }
-    for (size_t t = block.begin; t < block.end; ++t) {
-      const double x = items.x[t], y = items.y[t];
-      if (!(y < d)) continue;
-      QueryScaleMoments& m = moments[bucket_of(t)];
-      if (m.n < 3) continue;
-      const double w = (d - y) * (d - y);
-      const double dx = x - m.sx, dy = y - m.sy;
-      m.cxx += w * dx * dx;
-      m.cyy += w * dy * dy;
-      m.cxy += w * dx * dy;
-    }
-    for (uint32_t bucket : touched) {
-      QueryScaleMoments& m = moments[bucket];
-      const size_t s = bucket % n_scales;
-      out[s].near_pairs += m.n;
-      if (m.n >= 3 && m.x_min != m.x_max && m.y_min != m.y_max && m.sw > 0 && m.cxx > 0 &&
-          m.cyy > 0) {
-        r_sum[s] += m.cxy / std::sqrt(m.cxx * m.cyy);  // the 1 / sum(w) of each moment cancels
-        ++out[s].queries;
-      }
-      m = QueryScaleMoments{};
-    }
+    m = QueryScaleMoments{};
   }
 }
 
