@@ -50,8 +50,13 @@ run_one() {  # mode round
   # Requests served so far are warm-up: the summary skips their numbers.
   python3 -c "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())" \
     "http://127.0.0.1:$port/v1/health" >"$out/$tag.health"
+  # The server's CPU time (user + system, clock ticks) around the measured run: on a shared
+  # machine, CPU per request moves far less with other processes' load than requests/s does.
+  cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+  local cpu_before; cpu_before=$(cpu)
   wrk -t2 -c"$connections" -d"${duration}s" -s "$here/mixed.lua" "http://127.0.0.1:$port" \
     -- "$max_length" 100 "$per_thread" "$round" >"$out/$tag.wrk"
+  echo "$(( $(cpu) - cpu_before )) $(getconf CLK_TCK)" >"$out/$tag.cpu"
   kill -TERM "$pid"
   wait "$pid"
   echo "run_load: $tag $(grep wrk-summary "$out/$tag.wrk") load $(cut -d' ' -f1-3 /proc/loadavg)" >&2

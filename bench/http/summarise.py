@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Table of bench/http/run_load.sh's runs: per mode, throughput (wrk's requests / seconds of the
-measured runs), wrk's client-side p50/p99 (median over rounds), and from the server's latency
-logs the p50/p99 of captured and uncaptured requests (handler start to response built, pooled
-over rounds, warm-up requests left out). Ratios against the uninstrumented server are taken
+measured runs), the server's CPU time per request, wrk's client-side p50/p99 (median over
+rounds), and from the server's latency logs the p50/p99 of captured and uncaptured requests
+(handler start to response built, pooled over rounds, warm-up requests left out). Ratios against the uninstrumented server are taken
 round by round (the four runs of a round are adjacent in time) and their median is shown.
 
     summarise.py OUT_DIR
@@ -43,7 +43,12 @@ def main(out):
             if status != "200" or int(request) < warm:
                 continue
             (cap if captured == "1" else unc).append(float(total_ms))
+        cpu_ms = float("nan")
+        if (out / f"{wrk.stem}.cpu").exists():
+            ticks, per_second = (out / f"{wrk.stem}.cpu").read_text().split()
+            cpu_ms = 1000 * int(ticks) / int(per_second) / max(int(fields["requests"]), 1)
         runs[(mode, int(rnd))] = {
+            "cpu_ms": cpu_ms,
             "rps": int(fields["requests"]) / float(fields["seconds"]),
             "non2xx": int(fields["non2xx"]) + int(fields["errors"]),
             "p50": float(fields["p50_ms"]), "p99": float(fields["p99_ms"]),
@@ -52,7 +57,7 @@ def main(out):
     rounds = sorted({r for _, r in runs})
     print(f"{len(rounds)} interleaved rounds; load averages during the runs: "
           + "; ".join(l.strip() for l in (out / "load.txt").read_text().splitlines()[:1]) + " ...")
-    header = ("mode", "req/s", "x uninstr.", "wrk p50 ms", "wrk p99 ms", "uncapt. p50", "uncapt. p99",
+    header = ("mode", "req/s", "x uninstr.", "CPU ms/req", "x uninstr.", "wrk p50 ms", "wrk p99 ms", "uncapt. p50", "uncapt. p99",
               "p99 x", "capt. n", "capt. p50", "capt. p99", "errors")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -63,11 +68,13 @@ def main(out):
         base = [runs[("uninstrumented", r)] for r in rounds if (mode, r) in runs]
         rps = sum(x["rps"] for x in mine) / len(mine)
         rps_ratio = statistics.median(x["rps"] / b["rps"] for x, b in zip(mine, base))
+        cpu = statistics.median(x["cpu_ms"] for x in mine)
+        cpu_ratio = statistics.median(x["cpu_ms"] / b["cpu_ms"] for x, b in zip(mine, base))
         unc = [v for x in mine for v in x["uncaptured"]]
         cap = [v for x in mine for v in x["captured"]]
         p99_ratio = statistics.median(
             percentile(x["uncaptured"], 99) / percentile(b["uncaptured"], 99) for x, b in zip(mine, base))
-        print(f"| {mode} | {rps:.0f} | {rps_ratio:.3f} | {statistics.median(x['p50'] for x in mine):.2f} "
+        print(f"| {mode} | {rps:.0f} | {rps_ratio:.3f} | {cpu:.3f} | {cpu_ratio:.3f} | {statistics.median(x['p50'] for x in mine):.2f} "
               f"| {statistics.median(x['p99'] for x in mine):.2f} | {percentile(unc, 50):.2f} "
               f"| {percentile(unc, 99):.2f} | {p99_ratio:.3f} | {len(cap)} "
               f"| {percentile(cap, 50):.2f} | {percentile(cap, 99):.2f} | {sum(x['non2xx'] for x in mine)} |")
