@@ -133,11 +133,20 @@ def main():
     p.add_argument("--work-dir", default="/tmp/qkscope-scale")
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "scale", "scale.json"))
     p.add_argument("--keep-corpora", action="store_true", help="do not delete the generated corpora")
+    p.add_argument("--append", action="store_true",
+                   help="add these runs to --json's (a repeat under other load; the plot takes each size's best)")
     args = p.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
     counts = line_tokens(os.path.join(EXAMPLE, "corpus.txt"), os.path.join(EXAMPLE, "vocab.txt"),
                          args.max_length)
     runs = []
+    if args.append and os.path.exists(args.json):
+        with open(args.json) as f:
+            previous = json.load(f)
+        if (previous["max_tokens"], previous["threads"]) != (args.max_tokens, args.threads):
+            raise SystemExit(f"--append: {args.json} has --max-tokens {previous['max_tokens']} --threads "
+                             f"{previous['threads']}, this run {args.max_tokens} and {args.threads}")
+        runs = previous["runs"]
     for size in (int(s) for s in args.sizes.split(",")):
         corpus = os.path.join(args.work_dir, f"corpus_{size}.txt")
         tokens, lines = write_corpus(corpus, counts, size)
