@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <thread>
 
 #include "capture_gate.h"
 #include "output_json.h"
@@ -489,17 +490,20 @@ json Service::capture(const json& request) {
     const bool new_store = next.layers != m.config.layers || next.heads != m.config.heads ||
                            next.max_tokens != m.config.max_tokens || next.seed != m.config.seed;
     if (new_store) {
-      // The old store is written first (nothing captured is dropped), then replaced; the swap
-      // holds the gate, so no captured forward is inside the old store meanwhile.
+      // The store is replaced, then the old one's tables are written (nothing captured is
+      // dropped). Captured requests hold the store they were sampled into until they are done
+      // (a generation's tokens reach it only at its end): the old store is taken once no
+      // request holds it any more, and none can take it again (m.state no longer points to it).
       std::shared_ptr<CaptureState> old;
       const CaptureConfig old_config = m.config;
-      QkData data = m.gate.drain([&] {
+      {
         std::lock_guard<std::mutex> lock(m.config_mutex);
         old = m.state;
         m.state = std::make_shared<CaptureState>(next);
         m.config = next;
-        return old->store.take();
-      });
+      }
+      while (old.use_count() > 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      QkData data = old->store.take();
       if (data.n_tokens() > 0)
         response["report"] = m.write(data, old_config, /*html=*/false);
     } else {
