@@ -117,7 +117,11 @@ void install_routes(httplib::Server& server, Service& service, LatencyLog* log) 
     std::string reason;
     switch (res.status) {
       case 404: reason = fmt::format("no such endpoint: {} {}", req.method, req.path); break;
-      case 413: reason = "request body too large (see the server's --max-body-bytes)"; break;
+      case 413:
+        // httplib also refuses form-encoded bodies (curl -d's default type) over 8 KiB.
+        reason = "request body too large (the limit is the server's --max-body-bytes; a "
+                 "form-encoded body's is 8 KiB: send Content-Type: application/json)";
+        break;
       default: reason = fmt::format("HTTP {}", res.status);
     }
     answer_error(res, res.status, reason);

@@ -24,9 +24,10 @@ nlohmann::json parse_object(const std::string& body) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
-    // nlohmann's message: "[json.exception.parse_error.101] parse error at line 1, column 5:
-    // syntax error ..."; the part after the bracket is the reason.
+  } catch (const nlohmann::json::exception& e) {
+    // A syntax error, or a number past a double (out_of_range.406). nlohmann's message:
+    // "[json.exception.parse_error.101] parse error at line 1, column 5: syntax error ...";
+    // the part after the bracket is the reason.
     std::string what = e.what();
     const size_t at = what.find("] ");
     throw bad("body is not valid JSON: " + (at == std::string::npos ? what : what.substr(at + 2)));
