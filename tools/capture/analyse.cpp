@@ -73,11 +73,12 @@ void analyse_and_write(const QkData& data, const CaptureOptions& options, const 
   if (world.size > 1 && !options.quiet)
     std::fprintf(stderr,
                  "capture: %lld heads spread over %d ranks (at most %lld each): their q/k sent "
-                 "from rank 0, %.1f MB in %.2f s; rank 0's heads %.2f s; the other ranks' rows "
-                 "%.2f s later\n",
+                 "from rank 0, %.1f MB in %.2f s (building %.2f s); rank 0's heads %.2f s; the "
+                 "other ranks' rows %.2f s later\n",
                  static_cast<long long>(spread.heads), spread.ranks,
                  static_cast<long long>(spread.most_heads), spread.bytes_sent / 1e6,
-                 spread.send_seconds, spread.own_seconds, spread.gather_seconds);
+                 spread.send_seconds, spread.share_seconds, spread.own_seconds,
+                 spread.gather_seconds);
   auto paths = write_outputs(options.out, table, run);
   if (options.report) {
     const auto start = std::chrono::steady_clock::now();

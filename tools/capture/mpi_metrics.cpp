@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "head_rows.h"
@@ -10,9 +11,6 @@
 #include "qkscope/error.h"
 #include "qkscope/qk_file.h"
 
-#ifdef QKSCOPE_HAVE_MPI
-#include <mpi.h>
-#endif
 
 namespace qkscope::cli {
 namespace {
@@ -21,7 +19,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-#ifdef QKSCOPE_HAVE_MPI
 // Rank r's heads: [first(r), first(r + 1)). Balanced to one head.
 int64_t first_head(int64_t heads, int rank, int ranks) {
   return heads * rank / ranks;
@@ -32,40 +29,6 @@ std::vector<double> scales_of(const HeadResult& h) {
   for (const ScaleResult& s : h.scales) c.push_back(s.c);
   return c;
 }
-
-void check_mpi(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int length = 0;
-  MPI_Error_string(rc, text, &length);
-  throw Error(fmt::format("{} failed: {}", what, std::string(text, static_cast<size_t>(length))));
-}
-
-// MPI counts are ints: bytes go in messages of at most 1 GiB, after their total.
-constexpr uint64_t kMessage = uint64_t{1} << 30;
-constexpr int kTag = 14;
-
-void send_bytes(const std::string& bytes, int to) {
-  const uint64_t size = bytes.size();
-  check_mpi(MPI_Send(&size, 1, MPI_UINT64_T, to, kTag, MPI_COMM_WORLD), "MPI_Send");
-  for (uint64_t at = 0; at < size; at += kMessage)
-    check_mpi(MPI_Send(bytes.data() + at, static_cast<int>(std::min(kMessage, size - at)), MPI_BYTE,
-                       to, kTag, MPI_COMM_WORLD),
-              "MPI_Send");
-}
-
-std::string receive_bytes(int from) {
-  uint64_t size = 0;
-  check_mpi(MPI_Recv(&size, 1, MPI_UINT64_T, from, kTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-            "MPI_Recv");
-  std::string bytes(size, '\0');
-  for (uint64_t at = 0; at < size; at += kMessage)
-    check_mpi(MPI_Recv(bytes.data() + at, static_cast<int>(std::min(kMessage, size - at)), MPI_BYTE,
-                       from, kTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
-              "MPI_Recv");
-  return bytes;
-}
-#endif
 
 }  // namespace
 
@@ -116,18 +79,17 @@ CTable mpi_compute_ctable(const QkData& data, const MetricOptions& options,
     s.own_seconds = seconds_since(start);
     return table;
   }
-#ifdef QKSCOPE_HAVE_MPI
   const int ranks = world.size;
   s.ranks = ranks;
   if (world.rank != 0) {
     // The share's q/k file, the share's heads, their rows back to rank 0.
-    const std::string bytes = receive_bytes(0);
+    std::string bytes = mpi_receive_bytes(0);
     std::vector<HeadResult> rows;
     if (!bytes.empty()) {
-      const QkData share = parse_qk_bytes(bytes, fmt::format("rank {}'s heads", world.rank));
+      const QkData share = parse_qk_bytes(std::move(bytes), fmt::format("rank {}'s heads", world.rank));
       rows = compute_heads(share, options, 0, count_heads(share), progress);
     }
-    send_bytes(encode_head_rows(rows), 0);
+    mpi_send_bytes(encode_head_rows(rows), 0);
     return CTable{};
   }
 
@@ -138,9 +100,11 @@ CTable mpi_compute_ctable(const QkData& data, const MetricOptions& options,
   auto start = std::chrono::steady_clock::now();
   for (int r = 1; r < ranks; ++r) {
     const int64_t first = first_head(heads, r, ranks), count = first_head(heads, r + 1, ranks) - first;
+    const auto built = std::chrono::steady_clock::now();
     const std::string bytes = count > 0 ? qk_file_bytes(head_share(data, first, count)) : std::string();
+    s.share_seconds += seconds_since(built);
     s.bytes_sent += bytes.size();
-    send_bytes(bytes, r);
+    mpi_send_bytes(bytes, r);
   }
   s.send_seconds = seconds_since(start);
 
@@ -150,7 +114,7 @@ CTable mpi_compute_ctable(const QkData& data, const MetricOptions& options,
 
   start = std::chrono::steady_clock::now();
   for (int r = 1; r < ranks; ++r) {
-    std::vector<HeadResult> part = decode_head_rows(receive_bytes(r), fmt::format("rank {}", r));
+    std::vector<HeadResult> part = decode_head_rows(mpi_receive_bytes(r), fmt::format("rank {}", r));
     const int64_t expected = first_head(heads, r + 1, ranks) - first_head(heads, r, ranks);
     QKSCOPE_CHECK(static_cast<int64_t>(part.size()) == expected,
                   "rank {} returned {} head rows, {} expected", r, part.size(), expected);
@@ -166,9 +130,6 @@ CTable mpi_compute_ctable(const QkData& data, const MetricOptions& options,
   }
   s.gather_seconds = seconds_since(start);
   return assemble_ctable(data, options, std::move(rows));
-#else
-  return compute_ctable(data, options, progress);
-#endif
 }
 
 }  // namespace qkscope::cli

@@ -18,7 +18,8 @@ struct MetricSpread {
   int64_t heads = 0;           // in the table
   int64_t most_heads = 0;      // on one rank
   uint64_t bytes_sent = 0;     // rank 0's heads' q/k files to the other ranks
-  double send_seconds = 0;     // building and sending them
+  double send_seconds = 0;     // building and sending them:
+  double share_seconds = 0;    //   building them (head_share, qk_file_bytes)
   double own_seconds = 0;      // rank 0 computing its heads
   double gather_seconds = 0;   // rank 0 then waiting for and reading the others' rows
 };

@@ -1,19 +1,14 @@
 #include "mpi_run.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <thread>
-#include <vector>
+#include <utility>
 
-#include "qkscope/checkpoint.h"
 #include "qkscope/error.h"
+#include "qkscope/qk_file.h"
 
 #ifdef QKSCOPE_HAVE_MPI
 #include <mpi.h>
@@ -39,23 +34,24 @@ void check_mpi(int rc, const char* what) {
   throw Error(fmt::format("{} failed: {}", what, std::string(text, static_cast<size_t>(length))));
 }
 
-std::filesystem::path temp_file(int rank, const char* what) {
-  return std::filesystem::temp_directory_path() /
-         fmt::format("qkscope_mpi_{}_{}_{}.qk", static_cast<long>(::getpid()), rank, what);
+// Completes `request` without spinning: OpenMPI's blocking calls poll a busy loop, which on a
+// machine whose cores the ranks share with LibTorch's threads (or with other jobs) takes CPU
+// from the rank being waited for. MPI_Test then a sleep growing from 0.1 ms to 10 ms (the
+// messages here are few and large: at most 10 ms added to each).
+void wait_quietly(MPI_Request& request, const char* what) {
+  int done = 0;
+  auto pause = std::chrono::microseconds(100);
+  while (true) {
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
+    if (done) return;
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(10));
+  }
 }
 
-std::string read_all(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  QKSCOPE_CHECK(in, "cannot read '{}'", path.string());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void write_all(const std::filesystem::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  QKSCOPE_CHECK(out, "cannot write '{}'", path.string());
-}
+// MPI counts are ints: bytes go in messages of at most 1 GiB, after their total.
+constexpr uint64_t kMessage = uint64_t{1} << 30;
+constexpr int kTag = 14;
 #endif
 
 }  // namespace
@@ -101,70 +97,46 @@ MergeStats mpi_merge_stores(QkStore& store) {
 #ifdef QKSCOPE_HAVE_MPI
   if (!g_world.active || g_world.size == 1) return stats;
   const auto arrived = std::chrono::steady_clock::now();
-  check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+  MPI_Request barrier;
+  check_mpi(MPI_Ibarrier(MPI_COMM_WORLD, &barrier), "MPI_Ibarrier");
+  wait_quietly(barrier, "MPI_Ibarrier");
   const auto start = std::chrono::steady_clock::now();
   stats.wait_seconds = std::chrono::duration<double>(start - arrived).count();
-  const int rank = g_world.rank, size = g_world.size;
 
-  // This rank's sample as a store file's bytes (a rank that ran no batch sends nothing).
-  std::string mine;
-  if (rank != 0 && !store.sites().empty()) {
-    const auto path = temp_file(rank, "send");
-    write_store_file(path.string(), store, {});
-    mine = read_all(path);
-    std::filesystem::remove(path);
-  }
-  const uint64_t my_size = mine.size();
-  std::vector<uint64_t> sizes(static_cast<size_t>(size));
-  check_mpi(MPI_Gather(&my_size, 1, MPI_UINT64_T, sizes.data(), 1, MPI_UINT64_T, 0, MPI_COMM_WORLD),
-            "MPI_Gather");
-  uint64_t largest = my_size;
-  check_mpi(MPI_Allreduce(&my_size, &largest, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD),
-            "MPI_Allreduce");
-
-  // Rounds in which every count and the total fit an int (MPI's counts): at most 1 GiB per rank.
-  const uint64_t kRound = std::min<uint64_t>(uint64_t{1} << 30, uint64_t{2147483647} / static_cast<uint64_t>(size));
-  std::vector<std::string> received(static_cast<size_t>(size));
-  if (rank == 0)
-    for (int r = 1; r < size; ++r) received[static_cast<size_t>(r)].reserve(sizes[static_cast<size_t>(r)]);
-  std::vector<char> buffer;
-  for (uint64_t offset = 0; offset < largest; offset += kRound) {
-    const int count = static_cast<int>(std::min(kRound, my_size > offset ? my_size - offset : 0));
-    std::vector<int> counts(static_cast<size_t>(size)), displs(static_cast<size_t>(size));
-    if (rank == 0) {
-      int total = 0;
-      for (int r = 0; r < size; ++r) {
-        const uint64_t s = sizes[static_cast<size_t>(r)];
-        counts[static_cast<size_t>(r)] = static_cast<int>(std::min(kRound, s > offset ? s - offset : 0));
-        displs[static_cast<size_t>(r)] = total;
-        total += counts[static_cast<size_t>(r)];
-      }
-      buffer.resize(static_cast<size_t>(total));
+  if (g_world.rank != 0) {
+    // This rank's sample as a q/k file in memory (sample.* keys: seed, budget, cutoff; and the
+    // counts), sent to rank 0. A rank that ran no batch sends nothing.
+    std::string mine;
+    if (!store.sites().empty()) {
+      QkData kept = store.take();
+      mine = qk_file_bytes(kept);
     }
-    check_mpi(MPI_Gatherv(mine.data() + std::min<uint64_t>(offset, my_size), count, MPI_BYTE,
-                          buffer.data(), counts.data(), displs.data(), MPI_BYTE, 0, MPI_COMM_WORLD),
-              "MPI_Gatherv");
-    if (rank == 0)
-      for (int r = 1; r < size; ++r)
-        received[static_cast<size_t>(r)].append(buffer.data() + displs[static_cast<size_t>(r)],
-                                                static_cast<size_t>(counts[static_cast<size_t>(r)]));
-  }
-  mine = std::string();
-  buffer = std::vector<char>();
-
-  if (rank == 0) {
-    for (int r = 1; r < size; ++r) {
-      std::string& bytes = received[static_cast<size_t>(r)];
+    mpi_send_bytes(mine, 0);
+  } else {
+    // One rank's sample at a time, in rank order, merged as it arrives (QkStore::merge: the
+    // result does not depend on the order).
+    const auto since = [](std::chrono::steady_clock::time_point& t) {
+      const auto now = std::chrono::steady_clock::now();
+      const double seconds = std::chrono::duration<double>(now - t).count();
+      t = now;
+      return seconds;
+    };
+    for (int r = 1; r < g_world.size; ++r) {
+      auto t = std::chrono::steady_clock::now();
+      std::string bytes = mpi_receive_bytes(r);
+      stats.receive_seconds += since(t);
       if (bytes.empty()) continue;
       stats.bytes += bytes.size();
-      const auto path = temp_file(r, "recv");
-      write_all(path, bytes);
-      bytes = std::string();
-      StoreFile f = read_store_file(path.string());
-      std::filesystem::remove(path);
-      for (const SiteData& site : f.kept.sites)
+      const QkData kept = parse_qk_bytes(std::move(bytes), fmt::format("rank {}'s sample", r));
+      stats.read_seconds += since(t);
+      QkStore::Counts counts;
+      counts.tokens_seen = kept.tokens_seen;
+      counts.sequences_seen = kept.sequences_seen;
+      counts.cutoff = kept.sample ? kept.sample->cutoff : 2.0;
+      for (const SiteData& site : kept.sites)
         store.declare_site(site.layer, SiteMeta{site.module, site.prescale, site.head_index});
-      store.merge(f.kept, f.counts);
+      store.merge(kept, counts);
+      stats.merge_seconds += since(t);
     }
   }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -172,6 +144,45 @@ MergeStats mpi_merge_stores(QkStore& store) {
   (void)store;
 #endif
   return stats;
+}
+
+void mpi_send_bytes(const std::string& bytes, int to) {
+#ifdef QKSCOPE_HAVE_MPI
+  const uint64_t size = bytes.size();
+  MPI_Request request;
+  check_mpi(MPI_Isend(&size, 1, MPI_UINT64_T, to, kTag, MPI_COMM_WORLD, &request), "MPI_Isend");
+  wait_quietly(request, "MPI_Isend");
+  for (uint64_t at = 0; at < size; at += kMessage) {
+    check_mpi(MPI_Isend(bytes.data() + at, static_cast<int>(std::min(kMessage, size - at)),
+                        MPI_BYTE, to, kTag, MPI_COMM_WORLD, &request),
+              "MPI_Isend");
+    wait_quietly(request, "MPI_Isend");
+  }
+#else
+  (void)bytes;
+  (void)to;
+  throw Error("mpi_send_bytes: capture was built without MPI");
+#endif
+}
+
+std::string mpi_receive_bytes(int from) {
+#ifdef QKSCOPE_HAVE_MPI
+  uint64_t size = 0;
+  MPI_Request request;
+  check_mpi(MPI_Irecv(&size, 1, MPI_UINT64_T, from, kTag, MPI_COMM_WORLD, &request), "MPI_Irecv");
+  wait_quietly(request, "MPI_Irecv");
+  std::string bytes(size, '\0');
+  for (uint64_t at = 0; at < size; at += kMessage) {
+    check_mpi(MPI_Irecv(bytes.data() + at, static_cast<int>(std::min(kMessage, size - at)),
+                        MPI_BYTE, from, kTag, MPI_COMM_WORLD, &request),
+              "MPI_Irecv");
+    wait_quietly(request, "MPI_Irecv");
+  }
+  return bytes;
+#else
+  (void)from;
+  throw Error("mpi_receive_bytes: capture was built without MPI");
+#endif
 }
 
 }  // namespace qkscope::cli

@@ -34,14 +34,23 @@ void mpi_finalize();
 [[noreturn]] void mpi_fail(const std::string& line, int code);
 
 struct MergeStats {
-  uint64_t bytes = 0;    // store-file bytes sent to rank 0 by the other ranks
+  uint64_t bytes = 0;       // q/k file bytes sent to rank 0 by the other ranks
   double wait_seconds = 0;  // rank 0 waiting for the slowest rank to finish its batches
-  double seconds = 0;       // then writing, gathering, reading and merging the samples
+  double seconds = 0;       // then writing, gathering, reading and merging the samples:
+  double receive_seconds = 0;  // rank 0 receiving (with the other ranks' writing: take + bytes)
+  double read_seconds = 0;     // rank 0 reading the bytes back into QkData (parse_qk_bytes)
+  double merge_seconds = 0;    // rank 0 merging them into its store (QkStore::merge)
 };
 
-// Collective: every rank's kept sample (written as a store file, qkscope/checkpoint.h) is
-// gathered to rank 0 (MPI_Gatherv, in rounds of at most 1 GiB per rank) and merged into rank
-// 0's `store`. On other ranks `store` is left as it was.
+// Collective: every other rank's kept sample goes to rank 0 as a q/k file in memory (its
+// sample.* keys carry the seed, budget and cutoff; qk_file_bytes), one rank after the other,
+// and is merged into rank 0's `store` as it arrives (QkStore::merge). On other ranks `store` is
+// emptied (QkStore::take).
 MergeStats mpi_merge_stores(QkStore& store);
+
+// Point to point, for large byte strings: the size, then messages of at most 1 GiB (MPI counts
+// are ints). Throws Error on an MPI failure (or without MPI).
+void mpi_send_bytes(const std::string& bytes, int to);
+std::string mpi_receive_bytes(int from);
 
 }  // namespace qkscope::cli

@@ -243,8 +243,11 @@ int run_model_mode(const CaptureOptions& o) {
     }
     if (!o.quiet)
       std::cerr << fmt::format("capture: {} ranks; their samples merged on rank 0: {:.1f} MB in {:.2f} s "
-                               "(after {:.2f} s waiting for the last rank's batches)\n",
-                               world.size, merged.bytes / 1e6, merged.seconds, merged.wait_seconds);
+                               "(receiving {:.2f} s, reading {:.2f} s, merging {:.2f} s; after {:.2f} s "
+                               "waiting for the last rank's batches)\n",
+                               world.size, merged.bytes / 1e6, merged.seconds,
+                               merged.receive_seconds, merged.read_seconds, merged.merge_seconds,
+                               merged.wait_seconds);
   }
   const double capture_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
