@@ -32,7 +32,7 @@ def nice_ticks(hi, n=5):
     return [i * step for i in range(int(math.ceil(hi / step)) + 1)]
 
 
-def panel(svg, x0, title, xs, series, y_label, y_fmt):
+def panel(svg, x0, title, xs, series, y_label, y_fmt, notes=None):
     """series: list of (label, colour, dashed, values), one value per run (xs: the runs' corpus
     sizes, repeats allowed). Every run is a hollow dot; the line joins each size's best (lowest)
     value: on a shared machine a repeat only adds interference, never removes work."""
@@ -68,6 +68,10 @@ def panel(svg, x0, title, xs, series, y_label, y_fmt):
         svg.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
         for x, v in zip(sizes, best):
             svg.append(f'<circle cx="{px(x):.1f}" cy="{py(v):.1f}" r="3.5" fill="{colour}"/>')
+            if notes:  # what the best run of that size ran beside (its mean load average)
+                note = notes[[i for i, (xv, vv) in enumerate(zip(xs, values)) if xv == x and vv == v][0]]
+                svg.append(f'<text x="{px(x):.1f}" y="{py(v) + 18:.1f}" text-anchor="middle" font-size="10" '
+                           f'fill="#555">{esc(note)}</text>')
         for x, v in zip(xs, values):
             svg.append(f'<circle cx="{px(x):.1f}" cy="{py(v):.1f}" r="5" fill="none" stroke="{colour}"/>')
         ly = TOP - 14 + 0 * i
@@ -92,7 +96,8 @@ def main():
     # (2.5x to 10x the CPU time); the JSON keeps it.
     panel(svg, LEFT[0], "CPU time (user + sys) per corpus token", xs, [
         ("capture, whole process", "#1f77b4", False, [(r["user_s"] + r["sys_s"]) / r["tokens"] * us for r in runs]),
-    ], "µs per token", lambda t: f"{t:g}")
+    ], "µs per token", lambda t: f"{t:g}",
+        notes=[f"load {sum(r['load_samples']) / len(r['load_samples']):.1f}" for r in runs])
     rss = [r["max_rss_kb"] / 1024 for r in runs]
     panel(svg, LEFT[1], f"peak RSS (--max-tokens {data['max_tokens']:,})", xs, [
         ("peak RSS", "#d62728", False, rss),
