@@ -94,6 +94,10 @@ std::optional<Options> parse(int argc, char** argv) {
   app.add_option("--intra-op-threads", s.intra_op_threads,
                  "LibTorch threads per forward (0: LibTorch's default)")
       ->type_name("N")->default_str("1")->group("Bounds");
+  app.add_option("--blas-threads", s.blas_threads,
+                 "OpenBLAS threads per GEMM (0: qkscope's choice; the workers are the\n"
+                 "parallelism, a BLAS pool on top spins against them)")
+      ->type_name("N")->default_str("1")->group("Bounds");
   app.add_option("--http-threads", o.http_threads,
                  "connection threads (default: threads + max-queue + 4)")
       ->type_name("N")->group("Bounds");

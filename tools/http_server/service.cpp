@@ -3,6 +3,7 @@
 #include "service.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
 #include <fmt/format.h>
 #include <torch/script.h>
 
@@ -49,6 +50,18 @@ std::optional<int64_t> embedding_rows(const torch::jit::Module& module,
 }
 
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// OpenBLAS (Debian's libopenblas0-pthread, reached through LibTorch's BLAS calls) runs each GEMM
+// on a pool of its own whose threads spin (sched_yield) between calls. A server's parallelism
+// comes from its workers, each running its own forward; a BLAS pool on top of them spins against
+// them: with 2 workers on 2 cores and qkscope's default (OpenBLAS keeps every core when LibTorch
+// has one intra-op thread), perf showed ~45 % of the server's CPU in sched_yield. Found by
+// symbol, so nothing is linked and other BLAS libraries are left alone.
+void set_blas_threads(int threads) {
+  using SetThreads = void (*)(int);
+  auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set != nullptr) set(threads);
+}
 
 double milliseconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
@@ -318,7 +331,11 @@ Service::Service(const std::string& model_path, ServiceOptions o) {
                    "--tokenizer, --vocab-txt, --spm: expected at most one");
   // Process-wide: N workers x 1 thread each is the usual server setting.
   if (o.intra_op_threads > 0) at::set_num_threads(o.intra_op_threads);
+  QKSCOPE_CHECK_AS(UsageError, o.blas_threads >= 0, "--blas-threads: expected >= 0, got {}",
+                   o.blas_threads);
   impl_ = std::make_unique<Impl>(model_path, std::move(o));
+  // After load: loading sizes OpenBLAS's pool (qkscope's runtime choice); the server's is this.
+  if (impl_->options.blas_threads > 0) set_blas_threads(impl_->options.blas_threads);
   Impl& m = *impl_;
   const ServiceOptions& opt = m.options;
 

@@ -47,6 +47,7 @@ struct CaptureConfig {
 struct ServiceOptions {
   int threads = 2;                 // inference workers, >= 1
   int intra_op_threads = 1;        // LibTorch threads per forward; 0: LibTorch's default
+  int blas_threads = 1;            // OpenBLAS threads per GEMM; 0: leave qkscope's choice
   size_t max_queue = 64;           // requests waiting for a worker beyond those running
   std::chrono::milliseconds max_wait{10000};  // longest wait in the queue (then 503)
   int64_t max_request_tokens = 512;  // tokens per request (capped by the model's positions)
