@@ -36,7 +36,7 @@ void mpi_finalize();
 struct MergeStats {
   uint64_t bytes = 0;       // q/k file bytes sent to rank 0 by the other ranks
   double wait_seconds = 0;  // rank 0 waiting for the slowest rank to finish its batches
-  double seconds = 0;       // then writing, gathering, reading and merging the samples:
+  double seconds = 0;       // then moving, reading and merging the samples:
   double receive_seconds = 0;  // rank 0 receiving (with the other ranks' writing: take + bytes)
   double read_seconds = 0;     // rank 0 reading the bytes back into QkData (parse_qk_bytes)
   double merge_seconds = 0;    // rank 0 merging them into its store (QkStore::merge)
