@@ -21,7 +21,9 @@ hf_bert.BertModel with forward hooks). Checked, each against an independent comp
 4. the tables from the hooks' q/k the same way when they equal capture's bit for bit (as on
    LibTorch 1.13 here); otherwise with tolerances 1000 times the q/k difference allows
    (threshold and norms 1e-4 relative, r 1e-3, counts within 1 %): the threshold and every
-   distance move by about the vectors' relative difference.
+   distance move by about the vectors' relative difference;
+5. the `causal` and `all` pair scopes: capture --qk --pairs on the saved file against numpy on
+   it, with the tolerances of 3 (observed: 2e-15 and 1.5e-11).
 Exit status 0 when all hold; otherwise 1 with every mismatch on stderr.
 """
 
@@ -165,6 +167,17 @@ def main():
         heads, rows = numpy_metrics.compute_tables(eager_layers, eager_sequence)
         compare("heads.csv (hooks)", want_heads, heads, LOOSE, report)
         compare("scales.csv (hooks)", want_scales, rows, LOOSE, report)
+
+    # 5. The other pair scopes on the same saved q/k (capture --qk --pairs), same tolerances.
+    for scope in ("causal", "all"):
+        scope_out = os.path.join(args.work_dir, scope)
+        cmd = [args.capture, "--qk", qk, "--out", scope_out, "--pairs", scope, "--threads", "1", "--quiet"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"check_tables: {' '.join(cmd)} failed with status {proc.returncode}:\n{proc.stderr}")
+        heads, rows = numpy_metrics.compute_tables(saved_layers, saved_sequence, scope=scope)
+        compare(f"heads.csv ({scope})", read_csv(os.path.join(scope_out, "heads.csv")), heads, TIGHT, report)
+        compare(f"scales.csv ({scope})", read_csv(os.path.join(scope_out, "scales.csv")), rows, TIGHT, report)
 
     if report.lines:
         print("check_tables: MISMATCH\n" + "\n".join(report.lines), file=sys.stderr)

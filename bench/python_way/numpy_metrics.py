@@ -21,6 +21,8 @@ def key_ranges(sequence, scope):
     Tokens are sorted by (sequence, position), as capture stores them, so the keys of a query's
     sequence are one contiguous block; `causal` keeps those up to and including the query.
     """
+    if scope not in ("sequence", "causal", "all"):
+        raise ValueError(f"pair scope: expected sequence, causal or all, got '{scope}'")
     n = len(sequence)
     if scope == "all":
         return [(0, n)] * n
@@ -30,8 +32,6 @@ def key_ranges(sequence, scope):
     for begin, end in zip(starts, ends):
         for i in range(begin, end):
             ranges.append((begin, i + 1) if scope == "causal" else (begin, end))
-    if scope not in ("sequence", "causal"):
-        raise ValueError(f"pair scope: expected sequence, causal or all, got '{scope}'")
     return ranges
 
 
