@@ -186,6 +186,17 @@ TEST_F(MpiQkTest, EachRankGetsExactlyItsHeads) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 3) << r.err;  // spread, summary (2 lines)
 }
 
+TEST_F(MpiQkTest, MoreRanksThanHeads) {
+  // Layer 0 alone: 4 heads over 5 ranks, so rank 0 (heads [0, 0)) computes none and ranks 1-4
+  // one each; the table is still one process's.
+  ASSERT_EQ(capture(args("l0", "--layers 0 --save-qk " + path("l0.qk"))).status, 0);
+  ASSERT_EQ(capture(qk_args(path("l0.qk"), "plain")).status, 0);
+  const Result r = mpirun(5, qk_args(path("l0.qk"), "np5", "", /*quiet=*/false));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("4 heads spread over 5 ranks (at most 1 each)"), std::string::npos) << r.err;
+  expect_tables_equal("plain", "np5");
+}
+
 TEST_F(MpiQkTest, RanksWithOtherOptionsAreRefused) {
   // mpirun's A : B form with another grid on rank 1: rank 0 refuses its rows; one line, no hang.
   const std::string cmd = kMpirun + " -np 1 " + QKSCOPE_CAPTURE_EXE + " " + qk_args(path("a.qk"), "out") +
