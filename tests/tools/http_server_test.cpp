@@ -5,6 +5,7 @@
 // against the requests the clients saw answered.
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
 #include <httplib.h>
 #include <poll.h>
 #include <signal.h>
@@ -200,6 +201,14 @@ std::vector<std::vector<int64_t>> make_ids(int count, int max_length, uint64_t s
   return out;
 }
 
+// OpenBLAS's GEMMs give other bits with another thread count: the server's outputs equal the
+// model's run with the server's settings (one BLAS thread per worker).
+void one_blas_thread() {
+  using SetThreads = void (*)(int);
+  auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set != nullptr) set(1);
+}
+
 // The model, loaded and run here, as the server's clients expect it to behave: one sequence,
 // attention mask of ones. Warmed up as the server warms its model up (TorchScript optimises over
 // the first calls).
@@ -208,6 +217,7 @@ class DirectModel {
   explicit DirectModel(const std::string& path) {
     torch::jit::setTensorExprFuserEnabled(false);  // as qkscope's loader
     at::set_num_threads(1);                         // as the server's workers
+    one_blas_thread();                              // as the server's --blas-threads 1
     module_ = torch::jit::load(path);
     module_.eval();
     for (int i = 0; i < 3; ++i) forward(std::vector<int64_t>(8, 0));
@@ -249,7 +259,8 @@ json forward_body(const std::vector<int64_t>& ids, const char* ret = "tensors") 
 std::string heads_csv(const fs::path& dir) { return read_text(dir / "heads.csv"); }
 
 int run_capture(const std::string& args) {
-  const std::string cmd = std::string(QKSCOPE_CAPTURE_EXE) + " " + args + " --quiet >/dev/null 2>&1";
+  const std::string cmd = "OPENBLAS_NUM_THREADS=1 " + std::string(QKSCOPE_CAPTURE_EXE) + " " +
+                          args + " --quiet >/dev/null 2>&1";
   const int raw = std::system(cmd.c_str());
   return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
 }
@@ -382,7 +393,9 @@ TEST(HttpServerTest, ConcurrentClientsAndTablesOfExactlyTheSampledRequests) {
   EXPECT_EQ(data.token_id, expected_ids);
   EXPECT_EQ(data.sequence, expected_sequence);
 
-  // The same requests through the capture program, one sequence a forward.
+  // The same requests through the capture program, one sequence a forward, with the server's
+  // thread settings: one intra-op thread, one BLAS thread (capture leaves OpenBLAS's pool alone
+  // when the variable is set).
   std::ofstream ids_file(out / "captured_ids.txt");
   for (int64_t number : captured) {
     for (int64_t id : requests[by_number[number]]) ids_file << id << ' ';
@@ -390,7 +403,7 @@ TEST(HttpServerTest, ConcurrentClientsAndTablesOfExactlyTheSampledRequests) {
   }
   ids_file.close();
   ASSERT_EQ(run_capture("--model " + model_path("bert.pt") + " --ids " +
-                        (out / "captured_ids.txt").string() + " --batch-size 1 --out " +
+                        (out / "captured_ids.txt").string() + " --batch-size 1 --threads 1 --out " +
                         (out / "cli_model").string()),
             0);
   ASSERT_EQ(run_capture("--qk " + (dir / "qk.safetensors").string() + " --out " +
@@ -551,6 +564,7 @@ TEST(HttpServerTest, GenerateDecodesGreedilyCapturesWholeSequencesAndRefusesPast
 
   // Greedy decoding here, with the model's own cache.
   at::set_num_threads(1);
+  one_blas_thread();
   torch::jit::setTensorExprFuserEnabled(false);
   torch::jit::Module model = torch::jit::load(model_path("gpt2_cache.pt"));
   auto greedy = [&](std::vector<int64_t> ids, int steps) {
