@@ -98,6 +98,19 @@ def main():
         ("capture, whole process", "#1f77b4", False, [(r["user_s"] + r["sys_s"]) / r["tokens"] * us for r in runs]),
     ], "µs per token", lambda t: f"{t:g}",
         notes=[f"load {sum(r['load_samples']) / len(r['load_samples']):.1f}" for r in runs])
+    # Linear fit of each size's best CPU time: a fixed part (LibTorch's start, the model, the
+    # metrics over the bounded sample) plus a constant cost per corpus token.
+    sizes = sorted(set(xs))
+    best = [min(r["user_s"] + r["sys_s"] for r in runs if r["tokens"] == x) for x in sizes]
+    if len(sizes) > 1:
+        fx, fy = sum(sizes) / len(sizes), sum(best) / len(best)
+        b = sum((x - fx) * (y - fy) for x, y in zip(sizes, best)) / sum((x - fx) ** 2 for x in sizes)
+        a = fy - b * fx
+        worst = max(abs(y - a - b * x) for x, y in zip(sizes, best))
+        for i, line in enumerate([f"best runs: CPU = {a:.1f} s + {b * us:.1f} µs × tokens",
+                                  f"(residuals ≤ {worst:.1f} s)"]):
+            svg.append(f'<text x="{LEFT[0] + PANEL_W / 2}" y="{TOP + PANEL_H - 26 + 14 * i}" text-anchor="middle" '
+                       f'font-size="11" fill="#555">{esc(line)}</text>')
     rss = [r["max_rss_kb"] / 1024 for r in runs]
     panel(svg, LEFT[1], f"peak RSS (--max-tokens {data['max_tokens']:,})", xs, [
         ("peak RSS", "#d62728", False, rss),
