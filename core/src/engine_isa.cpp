@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "head_engine_entry.h"
 #include "qkscope/error.h"
 
 namespace qkscope::detail {
@@ -43,6 +44,11 @@ std::atomic<int> g_active{-1};  // -1: not chosen yet
 std::mutex g_choose;
 
 }  // namespace
+
+void engine_invariant_failed(const char* condition, int line) {
+  throw InternalError(
+      fmt::format("qkscope internal error: {} failed at core/src/head_engine.h:{}", condition, line));
+}
 
 const char* isa_name(Isa isa) {
   switch (isa) {

@@ -735,7 +735,7 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
         if (first < 0 && seen > rank_lo) first = bin;
         if (seen > rank_hi) last = bin;
       }
-      QKSCOPE_ASSERT(first >= 0 && last >= first);
+      QKSCOPE_ENGINE_ASSERT(first >= 0 && last >= first);
       BandItems band(cap, low_cut, bins, first, last);
       if (collect_items(h, sc, band, ws) < 0) return std::nullopt;
       out.threshold = interpolated_order_statistic(ws.values, lo - ws.below_cut, frac);
@@ -764,7 +764,7 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
     if (collect_items(h, sc, store, ws) < 0) return std::nullopt;
   }
   const ItemColumns& items = ws.items;
-  QKSCOPE_ASSERT(items.size >= need);
+  QKSCOPE_ENGINE_ASSERT(items.size >= need);
 
   // Step 2: the threshold, from the exact distances. The pilot's low cut, when it holds,
   // leaves only the items above it to select from.

@@ -8,6 +8,16 @@
 
 namespace qkscope::detail {
 
+// Throws InternalError for a broken invariant of the pass. Defined once, in the baseline
+// engine_isa.cpp: QKSCOPE_ASSERT's fmt::format would instantiate fmt's inline templates in each
+// variant, and the linker may keep an AVX copy of one for every caller
+// (tests/core/isa_symbols_test.py found it in the -O1 sanitizer build).
+[[noreturn]] void engine_invariant_failed(const char* condition, int line);
+#define QKSCOPE_ENGINE_ASSERT(cond) \
+  do {                              \
+    if (!(cond)) ::qkscope::detail::engine_invariant_failed(#cond, __LINE__); \
+  } while (false)
+
 // One head's outcome; nothing when a token's q or k holds NaN or Inf (the caller leaves those
 // tokens out and calls again).
 #define QKSCOPE_DECLARE_HEAD_ENGINE(ns)                                                \
