@@ -45,7 +45,8 @@ step_asan() {
 
 step_tsan() {
   configure build-tsan -DQKSCOPE_SANITIZE=thread
-  cmake --build build-tsan -j"$JOBS" --target qkscope_core_tests qkscope_cli_tests
+  cmake --build build-tsan -j"$JOBS" --target qkscope_core_tests qkscope_cli_tests \
+    qkscope_engine_isa_tests qkscope_checkpoint_tests qkscope_metrics_parts_tests
   ctest --test-dir build-tsan --output-on-failure -j"$JOBS" -L 'core|cli'
 }
 
