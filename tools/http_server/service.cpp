@@ -14,8 +14,8 @@
 #include <mutex>
 #include <thread>
 
-#include "capture_gate.h"
 #include "output_json.h"
+#include "qkscope/capture_gate.h"
 #include "qkscope/capture_module.h"
 #include "qkscope/capture_session.h"
 #include "qkscope/capture_sink.h"

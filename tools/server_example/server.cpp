@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "qkscope/capture_gate.h"
 #include "qkscope/capture_module.h"
 #include "qkscope/capture_session.h"
 #include "qkscope/capture_sink.h"
@@ -24,57 +25,6 @@
 
 namespace qkscope::server {
 namespace {
-
-// Lets many captured forwards in at once, or one drain of the store, never both (rule 3 of
-// server.h). A drain waiting for the forwards in flight closes the gate to new ones, so a busy
-// server cannot starve it (a reader-preferring std::shared_mutex could).
-class CaptureGate {
- public:
-  // Held by a captured forward for its whole duration.
-  class Pass {
-   public:
-    explicit Pass(CaptureGate& gate) : gate_(gate) {
-      std::unique_lock<std::mutex> lock(gate_.mutex_);
-      gate_.cv_.wait(lock, [&] { return !gate_.draining_; });
-      ++gate_.in_flight_;
-    }
-    ~Pass() {
-      std::lock_guard<std::mutex> lock(gate_.mutex_);
-      if (--gate_.in_flight_ == 0) gate_.cv_.notify_all();
-    }
-    Pass(const Pass&) = delete;
-    Pass& operator=(const Pass&) = delete;
-
-   private:
-    CaptureGate& gate_;
-  };
-
-  // Runs `f` with no captured forward in flight; one drain at a time.
-  template <typename F>
-  auto drain(F&& f) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [&] { return !draining_; });
-      draining_ = true;
-      cv_.wait(lock, [&] { return in_flight_ == 0; });
-    }
-    struct Reopen {  // also when f throws
-      CaptureGate& gate;
-      ~Reopen() {
-        std::lock_guard<std::mutex> lock(gate.mutex_);
-        gate.draining_ = false;
-        gate.cv_.notify_all();
-      }
-    } reopen{*this};
-    return f();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int in_flight_ = 0;
-  bool draining_ = false;
-};
 
 // Rows of the first 2-D parameter whose name ends with one of `suffixes` (HuggingFace names).
 std::optional<int64_t> embedding_rows(const torch::jit::Module& module,

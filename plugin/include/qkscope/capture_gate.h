@@ -1,13 +1,13 @@
-// CaptureGate: lets many captured forwards in at once, or one take of the store, never both
-// (rule 3 of service.h). A take waiting for the forwards in flight closes the gate to new ones,
-// so a busy server cannot starve it (a reader-preferring std::shared_mutex could). The same
-// gate as tools/server_example/server.cpp, where it is private to that file.
+// CaptureGate, for servers that capture into a store they also take tables from: lets many
+// captured forwards in at once, or one take (drain) of the store, never both. A drain waiting
+// for the forwards in flight closes the gate to new ones, so a busy server cannot starve it (a
+// reader-preferring std::shared_mutex could). Used by tools/server_example and tools/http_server.
 #pragma once
 
 #include <condition_variable>
 #include <mutex>
 
-namespace qkscope::http {
+namespace qkscope {
 
 class CaptureGate {
  public:
@@ -57,4 +57,4 @@ class CaptureGate {
   bool draining_ = false;
 };
 
-}  // namespace qkscope::http
+}  // namespace qkscope
