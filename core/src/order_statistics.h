@@ -14,11 +14,11 @@ namespace qkscope::detail {
 std::vector<double> small_order_statistics(std::vector<double> values,
                                            const std::vector<size_t>& ranks);
 
-// The median of `v`; 0 when empty.
+// The median of `v` (the mean of the two middle values for an even count); 0 when empty.
 double median(std::vector<double> v);
 
 // v[lo] + frac (v[lo + 1] - v[lo]) of the sorted values (v[lo] alone when lo is the last);
-// reorders `values`.
+// reorders `values` and may leave only some of them (it selects within their bins).
 double interpolated_order_statistic(std::vector<double>& values, int64_t lo, double frac);
 
 }  // namespace qkscope::detail

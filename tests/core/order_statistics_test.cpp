@@ -1,6 +1,7 @@
-// interpolated_order_statistic (core/src/order_statistics.cpp) against a full sort, on both of
-// its paths (a heap of the largest values near the top, a selection otherwise), with ties, a
-// value that holds most of the list, and values spread over decades.
+// interpolated_order_statistic and median (core/src/order_statistics.cpp) against a full sort, on
+// both of their paths (a selection under 2048 values, bin counts then a selection within the
+// chosen bins otherwise), with ties, a value that holds most of the list, values spread over
+// decades, all values equal, two values, and a range too narrow for bins.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,7 +30,11 @@ std::vector<double> draw(int kind, size_t n, std::mt19937_64& rng) {
       case 0: v[t] = unit(rng); break;                               // spread evenly
       case 1: v[t] = std::round(expo(rng) * 50) / 50; break;         // many ties
       case 2: v[t] = t % 10 == 0 ? expo(rng) : 0.75; break;          // one value holds 90 %
-      default: v[t] = std::pow(10.0, 6 * unit(rng)); break;          // six decades: buckets skewed
+      case 3: v[t] = std::pow(10.0, 6 * unit(rng)); break;           // six decades: buckets skewed
+      case 4: v[t] = 2.5; break;                                     // all equal
+      case 5: v[t] = t % 3 == 0 ? 1.0 : 4.0; break;                  // two values
+      case 6: v[t] = 1e-310 * (1 + t % 7); break;                    // subnormal: no bin width
+      default: v[t] = t % 100 == 0 ? 1e300 : unit(rng); break;       // one huge value: one bin
     }
   }
   return v;
@@ -37,8 +42,8 @@ std::vector<double> draw(int kind, size_t n, std::mt19937_64& rng) {
 
 TEST(OrderStatistics, InterpolatedOrderStatisticMatchesSorting) {
   std::mt19937_64 rng(17);
-  for (int kind = 0; kind < 4; ++kind)
-    for (size_t n : {3000u, 20000u, 120000u})
+  for (int kind = 0; kind < 8; ++kind)
+    for (size_t n : {5u, 1500u, 3000u, 20000u, 120000u})
       for (double at : {0.0, 0.01, 0.3, 0.5, 0.9, 0.97, 1.0}) {
         const std::vector<double> values = draw(kind, n, rng);
         const auto lo = std::min<int64_t>(static_cast<int64_t>(at * static_cast<double>(n)),
@@ -50,6 +55,23 @@ TEST(OrderStatistics, InterpolatedOrderStatisticMatchesSorting) {
           EXPECT_EQ(interpolated_order_statistic(copy, lo, frac), by_sorting(values, lo, frac));
         }
       }
+}
+
+double median_by_sorting(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t mid = values.size() / 2;
+  return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+TEST(OrderStatistics, MedianMatchesSorting) {
+  std::mt19937_64 rng(23);
+  EXPECT_EQ(median({}), 0.0);
+  for (int kind = 0; kind < 8; ++kind)
+    for (size_t n : {1u, 2u, 7u, 1500u, 3001u, 20000u, 120001u}) {
+      SCOPED_TRACE(testing::Message() << "kind " << kind << " n " << n);
+      const std::vector<double> values = draw(kind, n, rng);
+      EXPECT_EQ(median(values), median_by_sorting(values));
+    }
 }
 
 }  // namespace
