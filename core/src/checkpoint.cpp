@@ -204,6 +204,15 @@ void write_store_file(const std::string& path, const QkStore& store,
   fsync_folder(path);
 }
 
+std::vector<std::pair<std::string, std::string>> store_sequence_metadata(
+    const std::vector<SequenceRange>& ranges, const QkStore& store) {
+  // sequence_metadata reads only the kept sequence indices of its QkData, in increasing order
+  // (one entry per sequence is enough): those, without the q/k.
+  QkData indices;
+  store.visit_kept([&](const QkStore::KeptView& v) { indices.sequence.push_back(v.sequence); });
+  return sequence_metadata(ranges, indices);
+}
+
 StoreFile read_store_file(const std::string& path) {
   StoreFile f;
   f.metadata = SafetensorsFile::open(path).metadata();

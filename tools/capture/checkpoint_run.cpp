@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "qkscope/checkpoint.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/error.h"
 
 namespace qkscope::cli {
@@ -39,6 +40,8 @@ RunSettings checkpoint_settings(const CaptureOptions& o, int max_length) {
 Checkpointer::Checkpointer(const CaptureOptions& o, RunSettings settings)
     : path_(o.checkpoint),
       settings_(std::move(settings)),
+      first_sequence_(o.first_sequence),
+      source_(o.text.empty() ? o.ids : o.text),
       every_sequences_(o.checkpoint_every),
       every_seconds_(o.checkpoint_seconds),
       last_time_(std::chrono::steady_clock::now()) {
@@ -46,7 +49,8 @@ Checkpointer::Checkpointer(const CaptureOptions& o, RunSettings settings)
   if (enabled()) std::signal(SIGXFSZ, SIG_IGN);
 }
 
-void Checkpointer::after_batch(const QkStore& store, int64_t next_sequence, bool force) {
+void Checkpointer::after_batch(const QkStore& store, int64_t next_sequence,
+                               const SequenceLines& lines, bool force) {
   if (!enabled()) return;
   const auto now = std::chrono::steady_clock::now();
   const bool by_count = every_sequences_ > 0 && next_sequence - last_sequence_ >= every_sequences_;
@@ -59,6 +63,10 @@ void Checkpointer::after_batch(const QkStore& store, int64_t next_sequence, bool
   extra["checkpoint.kind"] = kKind;
   extra["checkpoint.next_sequence"] = std::to_string(next_sequence);
   for (const auto& [name, value] : settings_) extra[setting_key(name)] = value;
+  // The identity of the kept sequences, as the --save-qk file of the finished run records it
+  // (its range then covers the whole corpus).
+  const SequenceRange offered{first_sequence_, first_sequence_ + next_sequence, source_, lines.lines()};
+  for (auto& [key, value] : store_sequence_metadata({offered}, store)) extra[key] = std::move(value);
   const int write_number = writes_ + 1;
   try {
     write_store_file(path_, store, extra, [&](uint64_t, uint64_t) {
@@ -73,7 +81,7 @@ void Checkpointer::after_batch(const QkStore& store, int64_t next_sequence, bool
   last_time_ = std::chrono::steady_clock::now();
 }
 
-int64_t resume_from(const std::string& path, const RunSettings& settings, QkStore& store) {
+ResumePoint resume_from(const std::string& path, const RunSettings& settings, QkStore& store) {
   StoreFile f = read_store_file(path);
   const auto value = [&](const std::string& key) -> const std::string* {
     auto it = f.metadata.find(key);
@@ -90,11 +98,22 @@ int64_t resume_from(const std::string& path, const RunSettings& settings, QkStor
   }
   const std::string* next = value("checkpoint.next_sequence");
   QKSCOPE_CHECK(next, "--resume {}: checkpoint.next_sequence is missing", path);
-  const int64_t next_sequence = std::stoll(*next);
+  ResumePoint point;
+  point.next_sequence = std::stoll(*next);
+  point.ranges = read_sequence_ranges(f.metadata, f.kept, path);
+  if (!point.ranges.empty()) {
+    // Written by Checkpointer: one range, the sequences offered before next_sequence.
+    const int64_t first = point.ranges.front().begin;
+    QKSCOPE_CHECK_AS(FormatError,
+                     point.ranges.size() == 1 && point.ranges.front().end == first + point.next_sequence,
+                     "--resume {}: its sequences.* keys ({} ranges, the first {}:{}) are not the "
+                     "{} sequences before checkpoint.next_sequence", path, point.ranges.size(),
+                     first, point.ranges.front().end, point.next_sequence);
+  }
   for (const SiteData& site : f.kept.sites)
     store.declare_site(site.layer, SiteMeta{site.module, site.prescale, site.head_index});
   store.merge(f.kept, f.counts);
-  return next_sequence;
+  return point;
 }
 
 void test_crash_point(const char* point, int64_t n_here) {

@@ -1,71 +1,114 @@
 #include "corpus.h"
 
 #include <algorithm>
-#include <fstream>
+#include <filesystem>
 
 #include "qkscope/error.h"
 
 namespace qkscope::cli {
 namespace {
 
-std::ifstream open_input(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  QKSCOPE_CHECK(in.good(), "{}: cannot open '{}' for reading", flag, path);
-  return in;
-}
-
 bool blank(const std::string& line) {
   return std::all_of(line.begin(), line.end(), [](unsigned char c) { return std::isspace(c); });
 }
 
-}  // namespace
-
-std::vector<Sequence> read_id_file(const std::string& path) {
-  std::ifstream in = open_input(path, "--ids");
-  std::vector<Sequence> sequences;
-  std::string line;
-  for (int64_t number = 1; std::getline(in, line); ++number) {
-    if (blank(line)) continue;
-    Sequence s;
-    s.line = number;
-    size_t pos = 0;
-    while (pos < line.size()) {
-      while (pos < line.size() && std::isspace(static_cast<unsigned char>(line[pos]))) ++pos;
-      if (pos == line.size()) break;
-      size_t end = pos;
-      while (end < line.size() && !std::isspace(static_cast<unsigned char>(line[end]))) ++end;
-      const std::string token = line.substr(pos, end - pos);
-      bool digits = std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
-      QKSCOPE_CHECK(digits && token.size() <= 18,
-                    "{}:{}: expected token ids (non-negative integers), got '{}'", path, number,
-                    token.substr(0, 40));
-      s.ids.push_back(std::stoll(token));
-      pos = end;
-    }
-    sequences.push_back(std::move(s));
+// One line of space-separated ids (not blank).
+std::vector<int64_t> parse_ids(const std::string& line, const std::string& path, int64_t number) {
+  std::vector<int64_t> ids;
+  size_t pos = 0;
+  while (pos < line.size()) {
+    while (pos < line.size() && std::isspace(static_cast<unsigned char>(line[pos]))) ++pos;
+    if (pos == line.size()) break;
+    size_t end = pos;
+    while (end < line.size() && !std::isspace(static_cast<unsigned char>(line[end]))) ++end;
+    const std::string token = line.substr(pos, end - pos);
+    bool digits = std::all_of(token.begin(), token.end(), [](char c) { return c >= '0' && c <= '9'; });
+    QKSCOPE_CHECK(digits && token.size() <= 18,
+                  "{}:{}: expected token ids (non-negative integers), got '{}'", path, number,
+                  token.substr(0, 40));
+    ids.push_back(std::stoll(token));
+    pos = end;
   }
-  QKSCOPE_CHECK(!sequences.empty(), "{}: no sequence of token ids (the file has no non-empty line)",
-                path);
-  return sequences;
+  return ids;
 }
 
-std::vector<Sequence> read_text_file(const std::string& path, const text::Tokenizer& tokenizer,
-                                     size_t max_length) {
-  std::ifstream in = open_input(path, "--text");
-  std::vector<Sequence> sequences;
+}  // namespace
+
+SequenceReader::SequenceReader(const std::string& path, const char* flag)
+    : path_(path), in_(path, std::ios::binary) {
+  QKSCOPE_CHECK(in_.good(), "{}: cannot open '{}' for reading", flag, path);
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  file_bytes_ = ec ? 0 : static_cast<uint64_t>(size);  // a pipe: no total
+}
+
+SequenceReader SequenceReader::text(const std::string& path, const text::Tokenizer& tokenizer,
+                                    size_t max_length) {
+  SequenceReader r(path, "--text");
+  r.tokenizer_ = &tokenizer;
+  r.max_length_ = max_length;
+  return r;
+}
+
+SequenceReader SequenceReader::ids(const std::string& path, std::optional<size_t> max_length) {
+  SequenceReader r(path, "--ids");
+  r.max_length_ = max_length.value_or(0);
+  return r;
+}
+
+bool SequenceReader::read_line() {
   std::string line;
-  for (int64_t number = 1; std::getline(in, line); ++number) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (blank(line)) continue;
-    std::vector<std::vector<int64_t>> chunks;
-    try {
-      chunks = tokenizer.encode_chunks(line, max_length);
-    } catch (const FormatError& e) {
-      throw Error(fmt::format("{}:{}: {}", path, number, e.what()));
+  while (pending_.empty()) {
+    if (!std::getline(in_, line)) return false;
+    const int64_t number = ++line_;
+    bytes_ = std::min(bytes_ + line.size() + 1, file_bytes_ ? file_bytes_ : UINT64_MAX);
+    if (tokenizer_) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (blank(line)) continue;
+      std::vector<std::vector<int64_t>> chunks;
+      try {
+        chunks = tokenizer_->encode_chunks(line, max_length_);
+      } catch (const FormatError& e) {
+        throw Error(fmt::format("{}:{}: {}", path_, number, e.what()));
+      }
+      for (auto& ids : chunks) pending_.push_back({std::move(ids), number});
+    } else {
+      if (blank(line)) continue;
+      Sequence s{parse_ids(line, path_, number), number};
+      QKSCOPE_CHECK(max_length_ == 0 || s.ids.size() <= max_length_,
+                    "{}:{}: {} ids, longer than --max-length {}", path_, number, s.ids.size(),
+                    max_length_);
+      pending_.push_back(std::move(s));
     }
-    for (auto& ids : chunks) sequences.push_back({std::move(ids), number});
   }
-  QKSCOPE_CHECK(!sequences.empty(), "{}: empty corpus (no non-empty line)", path);
+  return true;
+}
+
+bool SequenceReader::next(Sequence& out) {
+  if (pending_.empty() && !read_line()) {
+    if (sequences_ > 0) return false;
+    if (tokenizer_) throw Error(fmt::format("{}: empty corpus (no non-empty line)", path_));
+    throw Error(fmt::format("{}: no sequence of token ids (the file has no non-empty line)", path_));
+  }
+  out = std::move(pending_.front());
+  pending_.pop_front();
+  ++sequences_;
+  return true;
+}
+
+std::vector<Sequence> SequenceReader::next_batch(size_t count) {
+  std::vector<Sequence> batch;
+  batch.reserve(count);
+  Sequence s;
+  while (batch.size() < count && next(s)) batch.push_back(std::move(s));
+  return batch;
+}
+
+std::vector<Sequence> read_id_file(const std::string& path) {
+  SequenceReader reader = SequenceReader::ids(path, std::nullopt);
+  std::vector<Sequence> sequences;
+  Sequence s;
+  while (reader.next(s)) sequences.push_back(std::move(s));
   return sequences;
 }
 

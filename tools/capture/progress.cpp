@@ -8,9 +8,10 @@
 
 namespace qkscope::cli {
 
-Progress::Progress(std::string what, bool enabled)
+Progress::Progress(std::string what, bool enabled, bool bytes)
     : what_(std::move(what)),
       active_(enabled && isatty(STDERR_FILENO)),
+      bytes_(bytes),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_ - std::chrono::seconds(1)) {}
 
@@ -25,11 +26,15 @@ void Progress::update(int64_t done, int64_t total, const std::string& extra) {
   auto now = std::chrono::steady_clock::now();
   if (now - last_draw_ < std::chrono::milliseconds(200) && done != total) return;
   last_draw_ = now;
-  std::string line = fmt::format("{}: {}", what_, done);
+  std::string line = bytes_ ? fmt::format("{}: {:.1f}", what_, done / 1e6)
+                            : fmt::format("{}: {}", what_, done);
   if (total > 0) {
-    line += fmt::format("/{} ({:.0f}%)", total, 100.0 * done / total);
+    line += bytes_ ? fmt::format("/{:.1f} MB", total / 1e6) : fmt::format("/{}", total);
+    line += fmt::format(" ({:.0f}%)", 100.0 * done / total);
     double t = elapsed();
     if (done > 0 && done < total) line += fmt::format(", ETA {:.0f} s", t * (total - done) / done);
+  } else if (bytes_) {
+    line += " MB";
   }
   if (!extra.empty()) line += ", " + extra;
   std::fprintf(stderr, "\r\033[K%s", line.c_str());

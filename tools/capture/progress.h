@@ -10,8 +10,9 @@ namespace qkscope::cli {
 
 class Progress {
  public:
-  // `enabled` false (--quiet) silences it even on a terminal.
-  Progress(std::string what, bool enabled);
+  // `enabled` false (--quiet) silences it even on a terminal. `bytes`: done and total are bytes
+  // (shown in MB; a streamed corpus reports how much of its file was read).
+  Progress(std::string what, bool enabled, bool bytes = false);
   ~Progress();
 
   // Reports `done` of `total` units (total 0 when unknown) and extra text (e.g. tokens/s).
@@ -25,6 +26,7 @@ class Progress {
  private:
   std::string what_;
   bool active_;
+  bool bytes_;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_, last_draw_;
 };

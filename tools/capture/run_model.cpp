@@ -14,6 +14,7 @@
 #include "interrupt.h"
 #include "mpi_run.h"
 #include "progress.h"
+#include "sequence_lines.h"
 #include "qkscope/capture_module.h"
 #include "qkscope/capture_sink.h"
 #include "qkscope/error.h"
@@ -157,82 +158,108 @@ int run_model_mode(const CaptureOptions& o) {
                      "--pad-to {} is longer than the model's position table ({} positions, '{}')",
                      o.pad_to.value_or(0), positions ? positions->first : 0,
                      positions ? positions->second : std::string());
-    std::vector<Sequence> sequences;
+    // The corpus is read a batch at a time (never whole: memory does not grow with it). Every
+    // rank reads every batch (a line's tokens decide where the batches fall) and runs its own.
+    std::unique_ptr<text::Tokenizer> tokenizer;
     int64_t pad_id = 0;
+    std::optional<SequenceReader> reader;
     if (!o.text.empty()) {
-      auto tokenizer = load_tokenizer(o);
+      tokenizer = load_tokenizer(o);
       pad_id = tokenizer->pad_id();
-      sequences = read_text_file(o.text, *tokenizer, static_cast<size_t>(max_length));
+      reader.emplace(SequenceReader::text(o.text, *tokenizer, static_cast<size_t>(max_length)));
     } else {
-      sequences = read_id_file(o.ids);
-      for (const Sequence& s : sequences)
-        QKSCOPE_CHECK(static_cast<int>(s.ids.size()) <= max_length,
-                      "{}:{}: {} ids, longer than --max-length {}", o.ids, s.line, s.ids.size(),
-                      max_length);
+      reader.emplace(SequenceReader::ids(o.ids, static_cast<size_t>(max_length)));
     }
-    if (vocab) check_vocabulary(sequences, vocab->first, run.input, vocab->second);
-    // Global identity: sequence index first_sequence + i is line sequences[i].line of the input.
-    SequenceRange range{o.first_sequence, o.first_sequence + static_cast<int64_t>(sequences.size()),
-                        run.input, {}};
-    range.lines.reserve(sequences.size());
-    for (size_t i = 0; i < sequences.size(); ++i)
-      range.lines.emplace_back(o.first_sequence + static_cast<int64_t>(i), sequences[i].line);
-    ranges.push_back(std::move(range));
+    // Global identity: sequence first_sequence + i is the i-th sequence of the input; its line
+    // is kept while the sample may keep it (sequence_lines.h).
+    SequenceLines lines(o.seed);
+    const size_t batch_size = static_cast<size_t>(o.batch_size);
+    int64_t next = 0;  // sequences read, counted from --first-sequence
+    // The next batch (empty at the end of the input), its lines noted and its ids checked
+    // before any forward of it (on every rank: each finds a bad id at the same batch).
+    const auto read_batch = [&] {
+      std::vector<Sequence> batch = reader->next_batch(batch_size);
+      const double cutoff = store.counts().cutoff;
+      for (size_t i = 0; i < batch.size(); ++i)
+        lines.note(o.first_sequence + next + static_cast<int64_t>(i), batch[i].line, cutoff);
+      lines.prune(cutoff);
+      next += static_cast<int64_t>(batch.size());
+      if (vocab) check_vocabulary(batch, vocab->first, run.input, vocab->second);
+      return batch;
+    };
 
     // --checkpoint / --resume: batches are the uninterrupted run's (a resumed run starts at a
     // batch boundary), so every q/k is computed on the same padded shapes.
     RunSettings settings;
     if (!o.checkpoint.empty()) settings = checkpoint_settings(o, max_length);
     Checkpointer checkpointer(o, settings);
-    size_t first = 0;
     if (!o.resume.empty()) {
-      const int64_t next = resume_from(o.resume, settings, store);
-      QKSCOPE_CHECK(next >= 0 && static_cast<size_t>(next) <= sequences.size() &&
-                        (next % o.batch_size == 0 || static_cast<size_t>(next) == sequences.size()),
-                    "--resume {}: next sequence {} is not a batch boundary of this corpus ({} "
-                    "sequences)", o.resume, next, sequences.size());
-      first = static_cast<size_t>(next);
+      const ResumePoint point = resume_from(o.resume, settings, store);
+      // The checkpoint's sequences are read again (not run): that finds the batch boundary,
+      // and their lines must be those the checkpoint recorded.
+      while (next < point.next_sequence && !read_batch().empty()) {}
+      // Full batches are read until the end, so a count that is no multiple of the batch size
+      // is the end of the input: `next` is a boundary exactly when it is the checkpoint's.
+      if (next != point.next_sequence) {
+        Sequence rest;
+        while (reader->next(rest)) {}
+        throw Error(fmt::format("--resume {}: next sequence {} is not a batch boundary of this "
+                                "corpus ({} sequences)", o.resume, point.next_sequence,
+                                reader->sequences_read()));
+      }
+      const double cutoff = store.counts().cutoff;
+      for (const SequenceRange& r : point.ranges)
+        for (const auto& [sequence, line] : r.lines) lines.note(sequence, line, cutoff);
     }
     if (checkpointer.enabled()) set_interrupt_grace(60000);  // the rest of a forward + the write
     int64_t tokens_done = store.tokens_seen();
-    size_t done = first;
+    int64_t done = next;
+    const auto corpus_share = [&] {
+      return reader->file_bytes() ? 100.0 * reader->bytes_read() / reader->file_bytes() : 0.0;
+    };
     try {
-    for (size_t begin = first; begin < sequences.size(); begin += o.batch_size) {
-      throw_if_interrupted();
-      if (static_cast<int64_t>(begin / o.batch_size) % world.size != world.rank) continue;
-      const size_t end = std::min(sequences.size(), begin + static_cast<size_t>(o.batch_size));
-      auto batch = make_batch(sequences, begin, end, pad_id, o.pad_to, module.argument_names());
-      RunOptions ro;
-      ro.batch_size = static_cast<int64_t>(end - begin);
-      ro.first_sequence = static_cast<int64_t>(begin) + o.first_sequence;
-      try {
-        run_model(module, batch->tensors, sink, ro);
-      } catch (const UsageError&) {
-        throw;
-      } catch (const Error& e) {
-        // Name the batch by its first sequence's place in the input file.
-        throw Error(fmt::format("{}:{} (batch of sequences {}..{}): {}", run.input,
-                                sequences[begin].line, begin, end - 1, e.what()));
+      for (int64_t batch_number = next / o.batch_size;; ++batch_number) {
+        throw_if_interrupted();
+        const int64_t begin = next;
+        const std::vector<Sequence> sequences = read_batch();
+        if (sequences.empty()) break;
+        const int64_t end = next;
+        if (batch_number % world.size != world.rank) continue;
+        auto batch = make_batch(sequences, 0, sequences.size(), pad_id, o.pad_to,
+                                module.argument_names());
+        RunOptions ro;
+        ro.batch_size = end - begin;
+        ro.first_sequence = begin + o.first_sequence;
+        try {
+          run_model(module, batch->tensors, sink, ro);
+        } catch (const UsageError&) {
+          throw;
+        } catch (const Error& e) {
+          // Name the batch by its first sequence's place in the input file.
+          throw Error(fmt::format("{}:{} (batch of sequences {}..{}): {}", run.input,
+                                  sequences.front().line, begin, end - 1, e.what()));
+        }
+        tokens_done += batch->tokens;
+        const double seconds = progress.elapsed();
+        progress.update(static_cast<int64_t>(reader->bytes_read()),
+                        static_cast<int64_t>(reader->file_bytes()),
+                        fmt::format("{} sequences, {} tokens, {:.0f} tokens/s", end, tokens_done,
+                                    seconds > 0 ? tokens_done / seconds : 0.0));
+        done = end;
+        checkpointer.after_batch(store, done, lines);
       }
-      tokens_done += batch->tokens;
-      const double seconds = progress.elapsed();
-      progress.update(static_cast<int64_t>(end), static_cast<int64_t>(sequences.size()),
-                      fmt::format("{} tokens, {:.0f} tokens/s", tokens_done,
-                                  seconds > 0 ? tokens_done / seconds : 0.0));
-      done = end;
-      checkpointer.after_batch(store, static_cast<int64_t>(done));
-    }
     } catch (const Interrupted&) {
       if (checkpointer.enabled()) {
-        checkpointer.after_batch(store, static_cast<int64_t>(done), /*force=*/true);
-        std::cerr << fmt::format("\ncapture: checkpoint written to {} ({} of {} sequences); "
-                                 "continue with --resume {}\n", o.checkpoint, done,
-                                 sequences.size(), o.checkpoint);
+        checkpointer.after_batch(store, done, lines, /*force=*/true);
+        std::cerr << fmt::format("\ncapture: checkpoint written to {} ({} sequences, {:.0f}% of "
+                                 "the corpus); continue with --resume {}\n", o.checkpoint, done,
+                                 corpus_share(), o.checkpoint);
       }
       throw;
     }
     // Also at the end of the capture: a run stopped during the metrics resumes there.
-    checkpointer.after_batch(store, static_cast<int64_t>(done), /*force=*/true);
+    checkpointer.after_batch(store, done, lines, /*force=*/true);
+    ranges.push_back(SequenceRange{o.first_sequence, o.first_sequence + next, run.input, lines.lines()});
   }
   progress.finish();
   if (world.size > 1) {

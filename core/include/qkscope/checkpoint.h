@@ -9,8 +9,11 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "qkscope/qk_data.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/qk_store.h"
 
 namespace qkscope {
@@ -32,6 +35,13 @@ using WriteProgress = std::function<void(uint64_t written, uint64_t total)>;
 void write_store_file(const std::string& path, const QkStore& store,
                       const std::map<std::string, std::string>& extra,
                       const WriteProgress& progress = nullptr);
+
+// The sequences.* entries (qk_merge.h) that sequence_metadata(ranges, store.take()) would give,
+// read from the store in place (for a checkpoint, written while the run goes on): every kept
+// sequence must be in a range, and have a line in it when the range has lines. Must not
+// overlap QkStore::add(). Throws Error as sequence_metadata does.
+std::vector<std::pair<std::string, std::string>> store_sequence_metadata(
+    const std::vector<SequenceRange>& ranges, const QkStore& store);
 
 struct StoreFile {
   QkData kept;                               // as read_qk_file gives it
