@@ -12,6 +12,15 @@
 //   BM_StoreAdd/fresh, /prefaulted  the store's copy of one forward's q/k alone (no model)
 //   BM_ForwardOnce/plain    the plain forward alone, for BLAS comparisons (few iterations; the
 //                           label lists the BLAS libraries mapped into the process)
+//   BM_Request/<model>/<variant>  one HTTP-server-sized request (1 x 33 tokens, ids and an
+//                           all-ones mask, explicit sequence index as tools/http_server passes)
+//                           on the small reference BERT (`small`, models/bert.pt: 3 sites x 4
+//                           heads x 16) and on BERT-base (`base`): /plain against itself,
+//                           /captured into one QkStore kept over the whole run (no budget: the
+//                           store grows) and /budget (a 5,000-token budget: the steady state
+//                           evicts a sequence per request). Counters as BM_Forward, in
+//                           microseconds, plus delta_us (median of the per-pair differences
+//                           variant - plain: what a captured request costs) and the p10s.
 //
 // Each iteration of BM_Forward runs one plain forward and one variant forward, in alternating
 // order (ABBA), on the same inputs; a fresh store is built outside the timed forwards. The time
@@ -27,7 +36,9 @@
 //
 // Environment: QKSCOPE_BENCH_MODEL (default: the generated bert_base.pt), QKSCOPE_BENCH_PAIRS
 // (iterations of BM_Forward, default 10), QKSCOPE_BENCH_ONCE (iterations of BM_ForwardOnce,
-// default 3), QKSCOPE_BENCH_THREADS (at::set_num_threads; default: LibTorch's own choice).
+// default 3), QKSCOPE_BENCH_THREADS (at::set_num_threads; default: LibTorch's own choice),
+// QKSCOPE_BENCH_SMALL_MODEL (default: the generated bert.pt), QKSCOPE_BENCH_REQUEST_PAIRS
+// (iterations of BM_Request/small, default 2000; /base runs a tenth of them).
 #include <ATen/Parallel.h>
 #include <benchmark/benchmark.h>
 #include <malloc.h>
@@ -86,9 +97,8 @@ struct Fixture {
   bool warm_plain = false, warm_instrumented = false;
 };
 
-Fixture load_fixture() {
+Fixture load_fixture(const std::string& model) {
   Fixture f;
-  const std::string model = model_path();
   const std::string inputs = inputs_path(model);
   if (!std::filesystem::is_regular_file(model) || !std::filesystem::is_regular_file(inputs)) {
     f.error = "missing " + model + " or " + inputs +
@@ -113,7 +123,7 @@ Fixture load_fixture() {
 }
 
 Fixture& fixture() {
-  static Fixture f = load_fixture();
+  static Fixture f = load_fixture(model_path());
   return f;
 }
 
@@ -462,6 +472,115 @@ void BM_StoreAdd(benchmark::State& state, bool prefaulted) {
   state.counters["GB/s"] = bytes / median(wall) / 1e9;
 }
 
+// ---- one small request, as the HTTP server runs it ------------------------------------------
+
+std::string small_model_path() {
+  const char* v = std::getenv("QKSCOPE_BENCH_SMALL_MODEL");
+  return v != nullptr && *v != '\0' ? v : std::string(QKSCOPE_BENCH_MODELS_DIR) + "/bert.pt";
+}
+
+// A model with the inputs of one request: ids [1, 33] (the model's own sample ids, repeated as
+// needed) and an all-ones mask [1, 33], as tools/http_server builds them.
+struct RequestFixture {
+  Fixture base;
+  std::vector<c10::IValue> request;
+};
+
+RequestFixture load_request(const std::string& model) {
+  constexpr int64_t kTokens = 33;
+  RequestFixture r;
+  r.base = load_fixture(model);
+  if (!r.base.error.empty()) return r;
+  const std::vector<std::string> names = r.base.module->argument_names();
+  for (size_t i = 0; i < r.base.inputs.size() && i < names.size(); ++i) {
+    const at::Tensor sample = r.base.inputs[i].toTensor();
+    if (names[i].find("mask") != std::string::npos) {
+      r.request.emplace_back(at::ones({1, kTokens}, at::kLong));
+    } else {
+      const at::Tensor flat = sample.reshape({-1});
+      r.request.emplace_back(
+          flat.repeat({(kTokens + flat.numel() - 1) / flat.numel()}).narrow(0, 0, kTokens)
+              .reshape({1, kTokens}).clone());
+    }
+  }
+  return r;
+}
+
+RequestFixture& request_fixture(bool small) {
+  if (small) {
+    static RequestFixture s = load_request(small_model_path());
+    return s;
+  }
+  static RequestFixture b = load_request(model_path());
+  return b;
+}
+
+enum class RequestVariant { plain, captured, budget };
+
+void BM_Request(benchmark::State& state, bool small, RequestVariant variant) {
+  RequestFixture& r = request_fixture(small);
+  if (!r.base.error.empty()) {
+    state.SkipWithError(r.base.error.c_str());
+    return;
+  }
+  const qkscope::CaptureModule& module = *r.base.module;
+  // One store for the whole run, as the server keeps one per capture configuration.
+  qkscope::StoreOptions options;
+  if (variant == RequestVariant::budget) options.max_tokens = 5000;
+  qkscope::QkStore store(options);
+  TimedSink sink(std::make_unique<qkscope::StoreSink>(store));
+  int64_t number = 0;
+  {
+    // Warm-up: the executor's profiling runs and the first session forward (site sizes).
+    qkscope::QkStore scratch;
+    qkscope::StoreSink warm(scratch);
+    for (int i = 0; i < 3; ++i) {
+      module.forward_original(r.request);
+      module.forward(r.request);
+      qkscope::CaptureSession session(warm);
+      module.forward(r.request, {number++});
+    }
+  }
+  auto run_variant = [&] {
+    if (variant == RequestVariant::plain) {
+      module.forward_original(r.request);
+      return;
+    }
+    qkscope::CaptureSession session(sink);
+    module.forward(r.request, {number++});
+  };
+  std::vector<double> plain_wall, variant_wall, ratio, delta, sink_wall;
+  int64_t i = 0;
+  for (auto _ : state) {
+    const double sink_before = sink.seconds();
+    Timing tp, tv;
+    if (i++ % 2 == 0) {
+      tp = timed([&] { module.forward_original(r.request); });
+      tv = timed(run_variant);
+    } else {
+      tv = timed(run_variant);
+      tp = timed([&] { module.forward_original(r.request); });
+    }
+    state.SetIterationTime(tv.wall);
+    plain_wall.push_back(tp.wall);
+    variant_wall.push_back(tv.wall);
+    ratio.push_back(tv.wall / tp.wall);
+    delta.push_back(tv.wall - tp.wall);
+    sink_wall.push_back(sink.seconds() - sink_before);
+  }
+  state.counters["plain_us"] = 1e6 * median(plain_wall);
+  state.counters["variant_us"] = 1e6 * median(variant_wall);
+  state.counters["plain_p10_us"] = 1e6 * quantile(plain_wall, 0.1);
+  state.counters["variant_p10_us"] = 1e6 * quantile(variant_wall, 0.1);
+  state.counters["delta_us"] = 1e6 * median(delta);
+  state.counters["ratio"] = median(ratio);
+  state.counters["ratio_p25"] = quantile(ratio, 0.25);
+  state.counters["ratio_p75"] = quantile(ratio, 0.75);
+  state.counters["sink_us"] = 1e6 * median(sink_wall);
+  state.counters["kept_tokens"] = static_cast<double>(store.tokens_kept());
+  state.counters["pairs"] = static_cast<double>(plain_wall.size());
+}
+
 void register_all() {
   const int pairs = env_int("QKSCOPE_BENCH_PAIRS", 10);
   const std::pair<const char*, Variant> variants[] = {
@@ -475,6 +594,19 @@ void register_all() {
         ->Iterations(pairs)
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond);
+  const int request_pairs = env_int("QKSCOPE_BENCH_REQUEST_PAIRS", 2000);
+  const std::pair<const char*, RequestVariant> requests[] = {
+      {"plain", RequestVariant::plain},
+      {"captured", RequestVariant::captured},
+      {"budget", RequestVariant::budget}};
+  for (bool small : {true, false})
+    for (const auto& [name, v] : requests)
+      benchmark::RegisterBenchmark(
+          (std::string("BM_Request/") + (small ? "small/" : "base/") + name).c_str(), BM_Request,
+          small, v)
+          ->Iterations(small ? request_pairs : std::max(1, request_pairs / 10))
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("BM_CaptureOp/no_session", BM_CaptureOp);
   benchmark::RegisterBenchmark("BM_GraphDiff/no_session", BM_GraphDiff)->Iterations(1)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("BM_ForwardOnce/plain", BM_ForwardOnce)
