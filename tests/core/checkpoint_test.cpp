@@ -10,6 +10,7 @@
 #include "qkscope/checkpoint.h"
 #include "qkscope/error.h"
 #include "qkscope/qk_file.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/qk_store.h"
 
 namespace qkscope {
@@ -135,6 +136,66 @@ TEST(CheckpointTest, MergeRefusesOverlapsAndOtherSites) {
   QkStore other(StoreOptions{std::nullopt, 7});
   other.declare_site(0, SiteMeta{"m0", 0.5, {0, 1}});
   EXPECT_THROW(other.merge(d, {}), Error);
+}
+
+// The kept sequence indices of a sample, in order.
+std::vector<int64_t> sequences_of(const QkData& d) {
+  std::vector<int64_t> out;
+  for (int64_t s : d.sequence)
+    if (out.empty() || out.back() != s) out.push_back(s);
+  return out;
+}
+
+TEST(CheckpointTest, SequenceKeysReadInPlaceAreThoseOfTake) {
+  // Sequences 100..139 from lines 1000 + 2i of "c.txt": the keys list the kept ones' lines.
+  auto store_p = make_store(50);
+  QkStore& store = *store_p;
+  offer(store, 100, 40);
+  SequenceRange range{100, 140, "c.txt", {}};
+  for (int64_t s = 100; s < 140; ++s) range.lines.emplace_back(s, 1000 + 2 * (s - 100));
+  const auto in_place = store_sequence_metadata({range}, store);
+  const QkData kept = store.take();
+  std::string lines;
+  for (int64_t s : sequences_of(kept))
+    lines += (lines.empty() ? "" : ",") + std::to_string(1000 + 2 * (s - 100));
+  ASSERT_LT(sequences_of(kept).size(), 40u);  // the budget binds
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"sequences.count", "1"}, {"sequences.0.range", "100:140"},
+      {"sequences.0.source", "c.txt"}, {"sequences.0.lines", lines}};
+  EXPECT_EQ(in_place, expected);
+  EXPECT_EQ(in_place, sequence_metadata({range}, kept));
+  // A kept sequence outside every range is an error, as for sequence_metadata.
+  auto again_p = make_store(50);
+  offer(*again_p, 100, 40);
+  EXPECT_THROW(store_sequence_metadata({SequenceRange{100, 110, "c.txt", {}}}, *again_p), Error);
+}
+
+// What capture's SequenceLines relies on to hold a line only for sequences the sample may keep:
+// the sequences offered with a priority under the store's cutoff are exactly the kept ones, and
+// a shard's cutoff is at least that of the merged sample (so a shard's own cutoff never drops a
+// sequence the merged sample keeps).
+TEST(CheckpointTest, SequencesUnderTheCutoffAreTheKeptOnes) {
+  for (int64_t budget : {20, 75, 100000}) {
+    SCOPED_TRACE(budget);
+    auto a_p = make_store(budget), b_p = make_store(budget), merged_p = make_store(budget);
+    offer(*a_p, 0, 50);
+    offer(*b_p, 50, 40);
+    const double a_cutoff = a_p->counts().cutoff, b_cutoff = b_p->counts().cutoff;
+    std::vector<int64_t> under;
+    for (int64_t s = 0; s < 50; ++s)
+      if (QkStore::priority(7, s) < a_cutoff) under.push_back(s);
+    QkData a = a_p->take(), b = b_p->take();
+    EXPECT_EQ(sequences_of(a), under);
+    for (const QkData* part : {&a, &b})
+      merged_p->merge(*part, QkStore::Counts{part->tokens_seen, part->sequences_seen, part->sample->cutoff});
+    const double merged_cutoff = merged_p->counts().cutoff;
+    EXPECT_LE(merged_cutoff, std::min(a_cutoff, b_cutoff));
+    under.clear();
+    for (int64_t s = 0; s < 90; ++s)
+      if (QkStore::priority(7, s) < merged_cutoff) under.push_back(s);
+    EXPECT_EQ(sequences_of(merged_p->take()), under);
+    if (budget == 100000) EXPECT_EQ(merged_cutoff, 2.0);  // nothing evicted: every line is kept
+  }
 }
 
 TEST(CheckpointTest, HashTellsFilesApart) {

@@ -1,6 +1,7 @@
 // capture --checkpoint / --resume as a user runs it: the process is killed with SIGKILL during a
-// forward, during a checkpoint write and during the metrics, then resumed; the tables must be
-// byte for byte those of the uninterrupted run. Runs the built-in example model over the first
+// forward, during a checkpoint write and during the metrics, then resumed; the tables and the
+// saved q/k (bytes and sequences.* identity keys) must be byte for byte those of the
+// uninterrupted run, and every checkpoint records the identity of the sequences it kept. Runs the built-in example model over the first
 // lines of its corpus (a second or two per run).
 #include <gtest/gtest.h>
 
@@ -13,6 +14,8 @@
 
 #include "cli_test_util.h"
 #include "qkscope/qk_file.h"
+#include "qkscope/qk_merge.h"
+#include "qkscope/safetensors.h"
 
 namespace qkscope {
 namespace {
@@ -71,25 +74,57 @@ class ResumeTest : public ::testing::Test {
     }
   }
 
+  // The saved q/k of two runs: the same bytes, hence the same metadata (sequences.* included).
+  void expect_qk_equal(const std::string& a, const std::string& b) const {
+    const auto ma = SafetensorsFile::open((dir_ / a).string()).metadata();
+    const auto mb = SafetensorsFile::open((dir_ / b).string()).metadata();
+    EXPECT_EQ(ma, mb);
+    EXPECT_EQ(ma.count("sequences.0.lines"), 1u);
+    const std::string ba = read_text(dir_ / a), bb = read_text(dir_ / b);
+    EXPECT_FALSE(ba.empty());
+    EXPECT_TRUE(ba == bb) << a << " and " << b << " differ in their bytes";
+  }
+  // A checkpoint's sequences.* keys: the sequences offered so far (checkpoint.next_sequence of
+  // them) from this corpus, and the line of each kept one. The first 203 lines of the example
+  // corpus hold no blank line and none longer than --max-length: sequence i is line i + 1.
+  void expect_checkpoint_identity() const {
+    const auto m = SafetensorsFile::open(ckpt()).metadata();
+    EXPECT_EQ(m.at("sequences.count"), "1");
+    EXPECT_EQ(m.at("sequences.0.range"), "0:" + m.at("checkpoint.next_sequence"));
+    EXPECT_EQ(m.at("sequences.0.source"), (dir_ / "corpus.txt").string());
+    const QkData kept = read_qk_file(ckpt());
+    const auto ranges = read_sequence_ranges(m, kept, ckpt());
+    ASSERT_EQ(ranges.size(), 1u);
+    size_t sequences = 0;
+    for (int64_t t = 0; t < kept.n_tokens(); ++t) sequences += t == 0 || kept.sequence[t] != kept.sequence[t - 1];
+    EXPECT_EQ(ranges[0].lines.size(), sequences);
+    EXPECT_GT(sequences, 0u);
+    for (const auto& [sequence, line] : ranges[0].lines) EXPECT_EQ(line, sequence + 1);
+  }
+
   fs::path dir_;
 };
 
 TEST_F(ResumeTest, KilledAnywhereThenResumedGivesTheUninterruptedTables) {
-  ASSERT_EQ(run("", args("base")).status, 0);
+  ASSERT_EQ(run("", args("base") + " --save-qk " + (dir_ / "base.qk").string()).status, 0);
   // 203 lines, batches of 8: sequence 90 is in the 12th forward; checkpoints every 16 sequences.
   for (const std::string point : {"forward:90", "checkpoint:3", "metrics:2"}) {
     SCOPED_TRACE(point);
     fs::remove(ckpt());
     const std::string out = "out_" + point.substr(0, point.find(':'));
+    const std::string save = " --save-qk " + (dir_ / (out + ".qk")).string();
     CliRun killed = run("QKSCOPE_TEST_CRASH=" + point,
-                     args(out) + " --checkpoint " + ckpt() + " --checkpoint-every 16");
+                     args(out) + save + " --checkpoint " + ckpt() + " --checkpoint-every 16");
     EXPECT_EQ(killed.status, 128 + SIGKILL) << killed.err;
     ASSERT_TRUE(fs::exists(ckpt()));
     EXPECT_FALSE(fs::exists(dir_ / out / "heads.csv"));
     EXPECT_NO_THROW(read_qk_file(ckpt()));  // the last complete checkpoint, a valid q/k file
-    CliRun resumed = run("", args(out) + " --resume " + ckpt());
+    expect_checkpoint_identity();
+    fs::remove(dir_ / (out + ".qk"));  // killed during the metrics: the run had saved it
+    CliRun resumed = run("", args(out) + save + " --resume " + ckpt());
     ASSERT_EQ(resumed.status, 0) << resumed.err;
     expect_tables_equal("base", out);
+    expect_qk_equal("base.qk", out + ".qk");
   }
 }
 
