@@ -1,9 +1,12 @@
 #include "engine_isa.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "head_engine_entry.h"
 #include "qkscope/error.h"
@@ -43,7 +46,55 @@ std::string names(const std::vector<Isa>& isas) {
 std::atomic<int> g_active{-1};  // -1: not chosen yet
 std::mutex g_choose;
 
+// The pooled workspaces. The pool destroys what it holds at exit.
+struct PooledWorkspace {
+  const void* kind;
+  void* workspace;
+  void (*destroy)(void*);
+};
+class WorkspacePool {
+ public:
+  ~WorkspacePool() {
+    for (PooledWorkspace& p : held_) p.destroy(p.workspace);
+  }
+  void* take(const void* kind) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t t = held_.size(); t-- > 0;)
+      if (held_[t].kind == kind) {
+        void* out = held_[t].workspace;
+        held_.erase(held_.begin() + static_cast<int64_t>(t));
+        return out;
+      }
+    return nullptr;
+  }
+  bool give(const PooledWorkspace& p) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // One per hardware thread is what a run with every core uses; a few more for callers
+    // that start more workers than cores.
+    const size_t limit = 2 * std::max(4u, std::thread::hardware_concurrency());
+    if (held_.size() >= limit) return false;
+    held_.push_back(p);
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<PooledWorkspace> held_;
+};
+WorkspacePool& workspace_pool() {
+  static WorkspacePool pool;
+  return pool;
+}
+
 }  // namespace
+
+void* take_pooled_workspace(const void* kind) { return workspace_pool().take(kind); }
+
+void give_pooled_workspace(const void* kind, void* workspace, void (*destroy)(void*),
+                           size_t bytes) {
+  if (bytes > kPooledWorkspaceBytes || !workspace_pool().give({kind, workspace, destroy}))
+    destroy(workspace);
+}
 
 void engine_invariant_failed(const char* condition, int line) {
   throw InternalError(

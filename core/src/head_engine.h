@@ -29,6 +29,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -283,6 +284,38 @@ struct Workspace {
   std::vector<uint32_t> touched;
   std::vector<uint32_t> near;  // add_block_correlations: a block's items with y < d
   std::vector<int64_t> histogram;
+};
+
+// A workspace from the pool (head_engine_entry.h) for one head, given back after it. One left by
+// an exception is dropped: its per-block sums (moments) may not be zero.
+struct WorkspaceLease {
+  Workspace* ws;
+  int exceptions = std::uncaught_exceptions();
+  static const void* kind() {
+    static const char this_variant = 0;  // one per variant: its address names the kind
+    return &this_variant;
+  }
+  static void destroy(void* p) { delete static_cast<Workspace*>(p); }
+  WorkspaceLease() : ws(static_cast<Workspace*>(take_pooled_workspace(kind()))) {
+    if (ws == nullptr) ws = new Workspace;
+  }
+  WorkspaceLease(const WorkspaceLease&) = delete;
+  WorkspaceLease& operator=(const WorkspaceLease&) = delete;
+  ~WorkspaceLease() {
+    if (std::uncaught_exceptions() > exceptions) {
+      delete ws;
+      return;
+    }
+    const PreparedHead& h = ws->head;
+    const size_t bytes =
+        ws->items.capacity * (2 * sizeof(uint32_t) + 2 * sizeof(double)) +
+        (h.q_copy.capacity() + h.k_copy.capacity() + h.q_centered.capacity() +
+         h.k_centered.capacity() + ws->gram.size()) * sizeof(float) +
+        (ws->values.capacity() + 6 * h.q_norm2.capacity() + ws->gram_double.size()) *
+            sizeof(double) +
+        ws->moments.capacity() * sizeof(QueryScaleMoments);
+    give_pooled_workspace(kind(), ws, &destroy, bytes);
+  }
 };
 
 // Histogram bins of y over [low, high], for the bounded-memory passes.
@@ -552,14 +585,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
         }
       }
       // Square roots off the item step's critical path (a vector loop), then the handler.
-      double* y_col = &items.y[0];
-      int64_t block_under_cap = 0;
-#pragma omp simd reduction(+ : block_under_cap)
-      for (size_t t = block_items; t < items.size; ++t) {
-        block_under_cap += y_col[t] <= cap;
-        y_col[t] = std::sqrt(y_col[t]);
-      }
-      under_cap += block_under_cap;
+      under_cap += roots_counting(&items.y[block_items], items.size - block_items, cap);
       // Every item with y^2 <= cap has y <= sqrt(cap) (roots are correctly rounded, so
       // monotone); an item above the cap whose root rounds to sqrt(cap) may be counted too by
       // the handlers that test y against it, which changes no order statistic: every item left
@@ -787,7 +813,8 @@ std::optional<HeadOutcome> compute_prepared_head(const ScreenConstants& sc,
 
 std::optional<HeadOutcome> compute_head_variant(const HeadInput& in,
                                                 const MetricOptions& options) {
-  thread_local Workspace ws;  // per worker thread, reused across the heads it computes
+  WorkspaceLease lease;  // reused across heads, threads and calls
+  Workspace& ws = *lease.ws;
   const ScreenConstants sc(options, in.head_dim);
   if (!prepare(in, options, ws.head)) return std::nullopt;
   PreparedHead& h = ws.head;

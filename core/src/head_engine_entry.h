@@ -2,6 +2,7 @@
 // head_engine_<isa>.cpp). compute_head() (head_metrics.cpp) calls the one engine_isa.h chose.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 
 #include "head_metrics.h"
@@ -17,6 +18,19 @@ namespace qkscope::detail {
   do {                              \
     if (!(cond)) ::qkscope::detail::engine_invariant_failed(#cond, __LINE__); \
   } while (false)
+
+// Workspaces (the buffers a worker reuses across heads) kept for the next call: compute_ctable
+// starts its workers per call, and a server calls it per request; a workspace built anew faults
+// in megabytes of fresh pages on its first head (page faults were 18 % of the engine's profile
+// in all scope). Shared by every thread, defined once in engine_isa.cpp. `kind` tells the
+// variants' workspace types apart (any address unique to the variant).
+// A workspace given back earlier for `kind`, or nullptr.
+void* take_pooled_workspace(const void* kind);
+// Keeps `workspace` for take_pooled_workspace(kind), or calls destroy(workspace) when the pool
+// is full or the workspace holds more than kPooledWorkspaceBytes.
+constexpr size_t kPooledWorkspaceBytes = size_t{256} << 20;
+void give_pooled_workspace(const void* kind, void* workspace, void (*destroy)(void*),
+                           size_t bytes);
 
 // One head's outcome; nothing when a token's q or k holds NaN or Inf (the caller leaves those
 // tokens out and calls again).
