@@ -16,17 +16,13 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
-#ifndef QKSCOPE_KERNEL  // see pair_screen.h
-#if defined(__GNUC__)
-#define QKSCOPE_KERNEL inline __attribute__((always_inline))
-#else
-#define QKSCOPE_KERNEL inline
-#endif
-#endif
+#include "head_engine_kernel.h"
 
 namespace qkscope::detail::QKSCOPE_ISA_NS {
 
@@ -187,6 +183,42 @@ QKSCOPE_KERNEL int append_pair_items(const ScaleTable& st, double a, double b, d
 #endif
   }
   return n;
+}
+
+// Replaces each y[t], t < n, by its square root; returns how many were <= cap. A loop of
+// std::sqrt stays scalar, with a branch per value: without -fno-math-errno GCC keeps the path that
+// sets errno for negative inputs (none arrive: y^2 is a sum of squares or passed the identity's
+// test against 2^-40 y^2 >= 0). The vector roots are the correctly rounded ones too.
+QKSCOPE_KERNEL int64_t roots_counting(double* y, size_t n, double cap) {
+  int64_t count = 0;
+  size_t t = 0;
+#if defined(__AVX512F__)
+  const __m512d limit = _mm512_set1_pd(cap);
+  for (; t + 8 <= n; t += 8) {
+    const __m512d v = _mm512_loadu_pd(y + t);
+    count += __builtin_popcount(_mm512_cmp_pd_mask(v, limit, _CMP_LE_OQ));
+    _mm512_storeu_pd(y + t, _mm512_sqrt_pd(v));
+  }
+#elif defined(__AVX__)
+  const __m256d limit = _mm256_set1_pd(cap);
+  for (; t + 4 <= n; t += 4) {
+    const __m256d v = _mm256_loadu_pd(y + t);
+    count += __builtin_popcount(_mm256_movemask_pd(_mm256_cmp_pd(v, limit, _CMP_LE_OQ)));
+    _mm256_storeu_pd(y + t, _mm256_sqrt_pd(v));
+  }
+#elif defined(__SSE2__)
+  const __m128d limit = _mm_set1_pd(cap);
+  for (; t + 2 <= n; t += 2) {
+    const __m128d v = _mm_loadu_pd(y + t);
+    count += __builtin_popcount(_mm_movemask_pd(_mm_cmple_pd(v, limit)));
+    _mm_storeu_pd(y + t, _mm_sqrt_pd(v));
+  }
+#endif
+  for (; t < n; ++t) {
+    count += y[t] <= cap;
+    y[t] = std::sqrt(y[t]);
+  }
+  return count;
 }
 
 }  // namespace qkscope::detail::QKSCOPE_ISA_NS

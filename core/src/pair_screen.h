@@ -20,16 +20,7 @@
 #include <immintrin.h>
 #endif
 
-// The kernels must be inlined into the pass: a call per key of grid_min8 keeps the loop over keys
-// from being vectorised, and GCC's inlining heuristics stop short once the pass is instantiated
-// for every kind of pass (head_engine.h).
-#ifndef QKSCOPE_KERNEL
-#if defined(__GNUC__)
-#define QKSCOPE_KERNEL inline __attribute__((always_inline))
-#else
-#define QKSCOPE_KERNEL inline
-#endif
-#endif
+#include "head_engine_kernel.h"
 
 namespace qkscope::detail::QKSCOPE_ISA_NS {
 
