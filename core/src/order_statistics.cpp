@@ -72,22 +72,41 @@ std::pair<double, double> two_order_statistics(std::vector<double>& values, int6
 }  // namespace
 
 // The values of rank `ranks` (0-based, increasing) among `values`. The ranks are small next to
-// the sample: a cut estimated on every 8th value keeps a little more than the largest rank, and
-// the selection runs on those alone (on everything, if the cut kept too few).
+// the sample (the pilot's): bin counts as in two_order_statistics find the bin of the largest
+// rank, only the values of that bin and those below it are kept (every value under the largest
+// rank, so the ranks stay), and the selections run on those.
 std::vector<double> small_order_statistics(std::vector<double> values,
                                            const std::vector<size_t>& ranks) {
-  const size_t top = ranks.back();
-  std::vector<double> low;
-  if (values.size() >= 64 * (top + 64)) {
-    std::vector<double> sub;
-    for (size_t t = 0; t < values.size(); t += 8) sub.push_back(values[t]);
-    const size_t at = (top + 1) * 3 / 16 + 32;  // 1.5 times the expected rank of the largest
-    std::nth_element(sub.begin(), sub.begin() + static_cast<int64_t>(at), sub.end());
-    const double cut = sub[at];
-    for (double v : values)
-      if (v <= cut) low.push_back(v);
+  const auto n = static_cast<int64_t>(values.size());
+  const auto top = static_cast<int64_t>(ranks.back());
+  if (n >= 2048 && top < n / 4) {
+    double low = values[0], high = values[0];
+    for (double v : values) {
+      low = std::min(low, v);
+      high = std::max(high, v);
+    }
+    const int64_t n_bins = std::clamp<int64_t>(n / 8, 256, int64_t{1} << 16);
+    const double per_bin = static_cast<double>(n_bins) / (high - low);
+    if (high > low && std::isfinite(per_bin)) {
+      auto bin_of = [&](double v) {
+        return std::min<int64_t>(n_bins - 1, static_cast<int64_t>((v - low) * per_bin));
+      };
+      std::vector<uint32_t> counts(static_cast<size_t>(n_bins), 0);
+      for (double v : values) ++counts[static_cast<size_t>(bin_of(v))];
+      int64_t last = 0;
+      for (int64_t seen = 0; last < n_bins; ++last) {
+        seen += counts[static_cast<size_t>(last)];
+        if (seen > top) break;
+      }
+      int64_t kept = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        const double v = values[static_cast<size_t>(t)];
+        values[static_cast<size_t>(kept)] = v;
+        kept += bin_of(v) <= last;
+      }
+      values.resize(static_cast<size_t>(kept));
+    }
   }
-  if (low.size() > top) values.swap(low);
   std::vector<double> out(ranks.size());
   auto end = values.end();
   for (size_t r = ranks.size(); r-- > 0;) {  // largest first: the next selection stays left

@@ -1,6 +1,6 @@
-// interpolated_order_statistic and median (core/src/order_statistics.cpp) against a full sort, on
-// both of their paths (a selection under 2048 values, bin counts then a selection within the
-// chosen bins otherwise), with ties, a value that holds most of the list, values spread over
+// interpolated_order_statistic, median and small_order_statistics (core/src/order_statistics.cpp)
+// against a full sort, on both of their paths (a selection under 2048 values, bin counts then a
+// selection within the chosen bins otherwise), with ties, a value that holds most of the list, values spread over
 // decades, all values equal, two values, and a range too narrow for bins.
 #include <gtest/gtest.h>
 
@@ -71,6 +71,25 @@ TEST(OrderStatistics, MedianMatchesSorting) {
       SCOPED_TRACE(testing::Message() << "kind " << kind << " n " << n);
       const std::vector<double> values = draw(kind, n, rng);
       EXPECT_EQ(median(values), median_by_sorting(values));
+    }
+}
+
+TEST(OrderStatistics, SmallOrderStatisticsMatchSorting) {
+  std::mt19937_64 rng(29);
+  for (int kind = 0; kind < 8; ++kind)
+    for (size_t n : {100u, 3000u, 7168u, 60000u}) {
+      const std::vector<double> values = draw(kind, n, rng);
+      std::vector<double> sorted = values;
+      std::sort(sorted.begin(), sorted.end());
+      for (const std::vector<size_t>& ranks :
+           {std::vector<size_t>{0}, std::vector<size_t>{3, 40, 41, 90},
+            std::vector<size_t>{n / 100, n / 30, n / 5}, std::vector<size_t>{n / 2, n - 1}}) {
+        SCOPED_TRACE(testing::Message() << "kind " << kind << " n " << n << " top "
+                                        << ranks.back());
+        const std::vector<double> got = small_order_statistics(values, ranks);
+        ASSERT_EQ(got.size(), ranks.size());
+        for (size_t r = 0; r < ranks.size(); ++r) EXPECT_EQ(got[r], sorted[ranks[r]]);
+      }
     }
 }
 
