@@ -5,6 +5,8 @@
 #endif
 
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <new>
 
 #include <algorithm>
@@ -34,52 +36,222 @@ std::vector<std::pair<int64_t, std::vector<int64_t>>> group_by_sequence(const Qk
   return groups;
 }
 
-// Copies the rows `tokens` of a [n, H, D] array.
-std::vector<float, detail::PageAllocator<float>> gather_rows(const float* src,
-                                                            const std::vector<int64_t>& tokens,
-                                                            size_t row_size) {
-  std::vector<float, detail::PageAllocator<float>> out(tokens.size() * row_size);
-  for (size_t i = 0; i < tokens.size(); ++i)
-    std::copy_n(src + tokens[i] * row_size, row_size, out.data() + i * row_size);
+// Copies the rows `tokens` of a [n, H, D] array into a buffer of `arena`.
+detail::ArenaFloats gather_rows(detail::StoreArena& arena, const float* src,
+                                const std::vector<int64_t>& tokens, size_t row_size) {
+  detail::ArenaFloats out(arena, tokens.size() * row_size);
+  float* dst = out.data();
+  // Runs of consecutive tokens (a sequence's tokens usually are) in one copy each.
+  for (size_t i = 0; i < tokens.size();) {
+    size_t j = i + 1;
+    while (j < tokens.size() && tokens[j] == tokens[j - 1] + 1) ++j;
+    std::copy_n(src + tokens[i] * row_size, (j - i) * row_size, dst + i * row_size);
+    i = j;
+  }
   return out;
 }
 
 }  // namespace
 
 namespace detail {
+namespace {
 
-// Blocks under 64 kB come from malloc: mapping them would waste most of a page each.
-constexpr size_t kMapAtLeast = size_t{64} << 10;
 #if defined(MAP_POPULATE)
 constexpr int kPopulate = MAP_POPULATE;
 #else
 constexpr int kPopulate = 0;
 #endif
+constexpr size_t kHuge = size_t{2} << 20;  // a transparent huge page on x86-64
+constexpr size_t kPage = 4096;
 
-void* map_pages(size_t bytes) {
+// Whether the kernel gives huge pages to mappings that ask (THP "always" or "madvise").
+bool huge_pages_available() {
+  static const bool available = [] {
+    std::ifstream f("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string line;
+    return std::getline(f, line) && line.find("[never]") == std::string::npos;
+  }();
+  return available;
+}
+
+// `bytes` (a multiple of kHuge when huge) of fresh memory. Huge: 2 MB aligned and advised for
+// transparent huge pages: on this project's VM the first write to a 4 kB page costs ~13 us
+// even after MAP_POPULATE (0.1-0.16 GB/s into fresh 4 kB pages, 7-15 GB/s into fresh huge
+// pages; bench/README.md). Otherwise populated at once (one call instead of a fault per page).
+void* map_pages(size_t bytes, bool huge) {
 #if defined(__unix__)
-  if (bytes >= kMapAtLeast) {
-    // Populated at once: the store writes every byte right away, and one populate call costs
-    // 40 % less CPU than a page fault per 4 kB page (BM_StoreAdd/fresh, bench/README.md).
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | kPopulate,
-                   -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    return p;
-  }
+  if (huge && huge_pages_available()) {
+    void* raw = mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (raw == MAP_FAILED) throw std::bad_alloc();
+    const uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t aligned = (start + kHuge - 1) & ~static_cast<uintptr_t>(kHuge - 1);
+    if (aligned > start) munmap(raw, aligned - start);
+    const uintptr_t tail = start + bytes + kHuge - (aligned + bytes);
+    if (tail > 0) munmap(reinterpret_cast<void*>(aligned + bytes), tail);
+#if defined(MADV_HUGEPAGE)
+    madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);
 #endif
-  void* p = std::malloc(bytes > 0 ? bytes : 1);
+    return reinterpret_cast<void*>(aligned);
+  }
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | kPopulate,
+                 -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  return p;
+#else
+  (void)huge;
+  void* p = std::malloc(bytes);
   if (!p) throw std::bad_alloc();
   return p;
+#endif
 }
 
 void unmap_pages(void* p, size_t bytes) {
 #if defined(__unix__)
-  if (bytes >= kMapAtLeast) {
-    munmap(p, bytes);
+  munmap(p, bytes);
+#else
+  (void)bytes;
+  std::free(p);
+#endif
+}
+
+// Size classes: 256-byte steps up to 64 kB, page steps above.
+size_t class_size(size_t bytes) {
+  const size_t step = bytes <= (size_t{64} << 10) ? 256 : kPage;
+  return (std::max<size_t>(bytes, 1) + step - 1) / step * step;
+}
+
+}  // namespace
+
+StoreArena::~StoreArena() {
+  // Blocks still handed out were released by their owners before: the store's sequences are
+  // destroyed before its arena.
+  for (auto& [bytes, p] : pool_) unmap_pages(p, bytes);
+  for (auto& [base, chunk] : chunks_) unmap_pages(base, chunk.bytes);
+}
+
+void* StoreArena::allocate(size_t bytes, size_t* granted) {
+  const size_t size = class_size(bytes);
+  *granted = size;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (size > kCarveMax) {
+    // A block of its own, whole huge pages. A pooled block of about this size first: its pages
+    // are mapped and touched. At most a quarter larger, so that a short sequence does not hold
+    // a long one's memory.
+    const size_t mapped = (size + kHuge - 1) / kHuge * kHuge;
+    auto it = pool_.lower_bound(mapped);
+    void* p = nullptr;
+    if (it != pool_.end() && it->first <= mapped + mapped / 4) {
+      p = it->second;
+      *granted = it->first;
+      pool_bytes_ -= it->first;
+      pool_.erase(it);
+    } else {
+      p = map_pages(mapped, /*huge=*/true);
+      *granted = mapped;
+    }
+    large_live_bytes_ += *granted;
+    return p;
+  }
+  std::vector<void*>& list = free_[size];
+  if (!list.empty()) {
+    void* p = list.back();
+    list.pop_back();
+    ++chunk_of(p).live;
+    return p;
+  }
+  if (bump_ == nullptr || bump_left_ < size) {
+    // A new chunk (a spare one first); the old chunk's tail, under one block, is left unused.
+    char* base = nullptr;
+    if (!spare_.empty()) {
+      base = spare_.back();
+      spare_.pop_back();
+    } else {
+      base = static_cast<char*>(map_pages(kChunk, /*huge=*/true));
+      chunks_.emplace(base, Chunk{kChunk, 0});
+    }
+    bump_ = base;
+    bump_left_ = kChunk;
+    bump_chunk_ = base;
+  }
+  void* p = bump_;
+  bump_ += size;
+  bump_left_ -= size;
+  ++chunks_.at(bump_chunk_).live;
+  return p;
+}
+
+StoreArena::Chunk& StoreArena::chunk_of(void* p) {
+  auto it = chunks_.upper_bound(static_cast<char*>(p));
+  QKSCOPE_ASSERT(it != chunks_.begin());
+  return std::prev(it)->second;
+}
+
+void StoreArena::release(void* p, size_t granted, bool keep) {
+  if (p == nullptr) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (granted > kCarveMax) {
+    large_live_bytes_ -= granted;
+    if (!keep || granted > kPoolMax) {
+      unmap_pages(p, granted);
+      return;
+    }
+    pool_.emplace(granted, p);
+    pool_bytes_ += granted;
+    // Over the cap: the largest blocks go first (the least likely to fit a typical sequence).
+    while (pool_bytes_ > kPoolMax) {
+      auto last = std::prev(pool_.end());
+      unmap_pages(last->second, last->first);
+      pool_bytes_ -= last->first;
+      pool_.erase(last);
+    }
     return;
   }
-#endif
-  std::free(p);
+  auto it = std::prev(chunks_.upper_bound(static_cast<char*>(p)));
+  free_[granted].push_back(p);
+  if (--it->second.live > 0) return;
+  // The chunk is empty: its blocks leave the free lists. take() (keep false) gives it back to
+  // the kernel at once, so that take() needs little more memory than the store; an eviction
+  // keeps a few as spares, whole, for blocks of any size.
+  char* base = it->first;
+  char* end = base + it->second.bytes;
+  for (auto& [cls, list] : free_)
+    list.erase(std::remove_if(list.begin(), list.end(),
+                              [&](void* q) { return q >= base && q < end; }),
+               list.end());
+  if (bump_chunk_ == base) {
+    bump_ = nullptr;
+    bump_left_ = 0;
+    bump_chunk_ = nullptr;
+  }
+  if (keep && spare_.size() < kSpareChunks) {
+    spare_.push_back(base);
+    return;
+  }
+  unmap_pages(base, it->second.bytes);
+  chunks_.erase(it);
+}
+
+size_t StoreArena::mapped_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return chunks_.size() * kChunk + large_live_bytes_ + pool_bytes_;
+}
+
+size_t StoreArena::pooled_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pool_bytes_;
+}
+
+ArenaFloats::ArenaFloats(StoreArena& arena, size_t n) : arena_(&arena), size_(n) {
+  data_ = static_cast<float*>(arena.allocate(n * sizeof(float), &granted_));
+}
+
+void ArenaFloats::reset(bool keep) {
+  if (arena_ != nullptr && data_ != nullptr) arena_->release(data_, granted_, keep);
+  arena_ = nullptr;
+  data_ = nullptr;
+  size_ = 0;
+  granted_ = 0;
 }
 
 }  // namespace detail
@@ -179,8 +351,8 @@ void QkStore::add(const QkBatch& b) {
       entry.token_id = std::move(ids);
       entry.q.resize(sites_.size());
       entry.k.resize(sites_.size());
-      entry.q[0] = gather_rows(b.q, tokens, row);
-      entry.k[0] = gather_rows(b.k, tokens, row);
+      entry.q[0] = gather_rows(*arena_, b.q, tokens, row);
+      entry.k[0] = gather_rows(*arena_, b.k, tokens, row);
       std::lock_guard<std::mutex> lock(mutex_);
       // Checked again: while the rows were copied, another thread may have admitted the same
       // sequence, or lowered the cutoff (then a serial run would have rejected it above).
@@ -196,8 +368,8 @@ void QkStore::add(const QkBatch& b) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!kept_.count(seq)) continue;  // not sampled, or evicted since
     }
-    auto q = gather_rows(b.q, tokens, row);
-    auto k = gather_rows(b.k, tokens, row);
+    auto q = gather_rows(*arena_, b.q, tokens, row);
+    auto k = gather_rows(*arena_, b.k, tokens, row);
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = kept_.find(seq);
     if (it == kept_.end()) continue;
@@ -271,9 +443,10 @@ QkData QkStore::take() {
     for (auto& [seq, entry] : order) {
       out.q.insert(out.q.end(), entry->q[slot].begin(), entry->q[slot].end());
       out.k.insert(out.k.end(), entry->k[slot].begin(), entry->k[slot].end());
-      // Free as we go, so take() needs little more memory than the store itself.
-      RowBuffer().swap(entry->q[slot]);
-      RowBuffer().swap(entry->k[slot]);
+      // Free as we go (back to the kernel, not to the pool), so take() needs little more
+      // memory than the store itself.
+      entry->q[slot].reset(false);
+      entry->k[slot].reset(false);
     }
     data.sites.push_back(std::move(out));
   }
@@ -389,8 +562,8 @@ void QkStore::merge(const QkData& kept, const Counts& counts) {
     if (ids) entry.token_id.assign(kept.token_id.begin() + begin, kept.token_id.begin() + end);
     for (const SiteData& site : kept.sites) {
       const size_t row = static_cast<size_t>(site.n_heads) * site.head_dim;
-      entry.q.push_back(gather_rows(site.q.data(), tokens, row));
-      entry.k.push_back(gather_rows(site.k.data(), tokens, row));
+      entry.q.push_back(gather_rows(*arena_, site.q.data(), tokens, row));
+      entry.k.push_back(gather_rows(*arena_, site.k.data(), tokens, row));
     }
     admit(seq, std::move(entry));
   }

@@ -252,5 +252,81 @@ TEST(QkStoreTest, TakeReportsSequencesMissingALayer) {
   EXPECT_FALSE(data.sites[0].q.empty());
 }
 
+// The store's buffers (detail::StoreArena): blocks freed by evictions serve later blocks, and
+// what take() frees goes back to the kernel.
+TEST(StoreArenaTest, EvictedBlocksAreReusedAndTakeReturnsMemory) {
+  detail::StoreArena arena;
+  size_t ga = 0, gb = 0, gc = 0, gd = 0;
+  void* a = arena.allocate(8448, &ga);  // a 33 x 4 x 16 float site buffer: carved
+  void* b = arena.allocate(8448, &gb);
+  EXPECT_EQ(ga, 8448u);  // already a multiple of the 256-byte class step
+  EXPECT_NE(a, b);
+  std::fill_n(static_cast<float*>(a), ga / sizeof(float), 1.0f);  // the memory is writable
+  arena.release(a, ga, /*keep=*/true);
+  void* c = arena.allocate(8300, &gc);  // the same class
+  EXPECT_EQ(c, a) << "a freed block of the same class is reused";
+  EXPECT_EQ(gc, 8448u);
+  void* d = arena.allocate(8000, &gd);  // another class: a new block
+  EXPECT_EQ(gd, 8192u);
+  EXPECT_NE(d, a);
+  EXPECT_NE(d, b);
+  for (auto [p, g] : {std::pair{b, gb}, std::pair{c, gc}, std::pair{d, gd}})
+    arena.release(p, g, true);
+  EXPECT_EQ(arena.mapped_bytes(), detail::StoreArena::kChunk) << "an emptied chunk kept whole";
+  // Large blocks: a freed one waits in the pool and serves a block of about its size.
+  size_t gl = 0, gl2 = 0;
+  void* big = arena.allocate(size_t{3} << 20, &gl);
+  EXPECT_GE(gl, size_t{3} << 20);
+  arena.release(big, gl, true);
+  EXPECT_EQ(arena.pooled_bytes(), gl);
+  EXPECT_EQ(arena.allocate((size_t{3} << 20) - 1000, &gl2), big);
+  EXPECT_EQ(gl2, gl);
+  EXPECT_EQ(arena.pooled_bytes(), 0u);
+  // take()'s releases (keep false): nothing stays mapped.
+  arena.release(big, gl2, false);
+  void* e = arena.allocate(100, &ga);
+  arena.release(e, ga, false);
+  EXPECT_EQ(arena.mapped_bytes(), 0u);
+}
+
+// A long run under a budget (evictions recycle buffers): the data kept are exactly the sampled
+// sequences' (the lowest priorities whose lengths fit, computed here independently), every
+// float the one it was given.
+TEST(QkStoreTest, BudgetRunRecyclesEvictedBuffers) {
+  StoreOptions options;
+  options.max_tokens = 64;
+  options.seed = 7;
+  QkStore store(options);
+  declare(store, {0, 1}, 2);
+  constexpr int64_t kSequences = 400;
+  for (int64_t seq = 0; seq < kSequences; ++seq) {
+    BatchData d0 = make_batch(0, seq, {8}, 2, 4), d1 = make_batch(1, seq, {8}, 2, 4);
+    store.add(d0.view(0, 2, 4));
+    store.add(d1.view(1, 2, 4));
+  }
+  std::vector<std::pair<double, int64_t>> by_priority;
+  for (int64_t seq = 0; seq < kSequences; ++seq)
+    by_priority.push_back({QkStore::priority(7, seq), seq});
+  std::sort(by_priority.begin(), by_priority.end());
+  std::vector<int64_t> expected;
+  for (size_t i = 0; i < 64 / 8; ++i) expected.push_back(by_priority[i].second);
+  std::sort(expected.begin(), expected.end());
+
+  QkData data = store.take();
+  std::vector<int64_t> kept;
+  for (int64_t t = 0; t < data.n_tokens(); ++t)
+    if (t == 0 || data.sequence[t] != data.sequence[t - 1]) kept.push_back(data.sequence[t]);
+  EXPECT_EQ(kept, expected);
+  ASSERT_EQ(data.sites.size(), 2u);
+  for (const SiteData& site : data.sites)
+    for (int64_t t = 0; t < data.n_tokens(); ++t)
+      for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 4; ++l) {
+          ASSERT_EQ(site.q[(t * 2 + h) * 4 + l],
+                    q_value(site.layer, data.sequence[t], data.position[t], h, l));
+          ASSERT_EQ(site.k[(t * 2 + h) * 4 + l],
+                    -q_value(site.layer, data.sequence[t], data.position[t], h, l));
+        }
+}
 }  // namespace
 }  // namespace qkscope
