@@ -2,10 +2,15 @@
 // on an ephemeral loopback port and talks HTTP to it. Outputs are checked bit for bit against
 // the model run here; the tables against the capture program over the same requests and over
 // the server's own q/k; every kind of bad request against its status; SIGTERM under load
-// against the requests the clients saw answered.
+// against the requests the clients saw answered; the q/k files of two server processes merged by
+// capture --qk against their tokens put together here; a client that stalls against the read
+// timeout.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
 #include <dlfcn.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <httplib.h>
 #include <poll.h>
 #include <signal.h>
@@ -32,7 +37,11 @@
 #include <torch/csrc/jit/passes/tensorexpr_fuser.h>
 #include <torch/script.h>
 
+#include "cli_test_util.h"
+#include "qkscope/checkpoint.h"
 #include "qkscope/qk_file.h"
+#include "qkscope/qk_merge.h"
+#include "server_test_util.h"
 
 namespace {
 
@@ -265,6 +274,16 @@ int run_capture(const std::string& args) {
   return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
 }
 
+// The first sequence index of a running server (prefix << 40): request n is sequence base + n.
+int64_t sequence_base(int port) {
+  const Reply h = get(port, "/v1/health");
+  EXPECT_EQ(h.status, 200);
+  const int64_t prefix = h.body.value("sequence_prefix", int64_t{-1});
+  EXPECT_GE(prefix, 0);
+  EXPECT_LE(prefix, 8191);
+  return prefix << 40;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TEST(HttpServerTest, ForwardAnswersTheModelsOutputsBitForBit) {
@@ -352,6 +371,10 @@ TEST(HttpServerTest, ConcurrentClientsAndTablesOfExactlyTheSampledRequests) {
   for (std::thread& t : clients) t.join();
 
   ASSERT_EQ(by_number.size(), requests.size()) << "numbers repeated or requests failed";
+  // Sequence identities: this process's (random) prefix, then the request number.
+  const int64_t base = sequence_base(server.port());
+  for (const auto& [number, index] : by_number)
+    EXPECT_EQ(answers[index]["sequence"].get<int64_t>(), base + number);
   EXPECT_EQ(by_number.begin()->first, 0);
   EXPECT_EQ(by_number.rbegin()->first, static_cast<int64_t>(requests.size()) - 1);
   DirectModel model(model_path("bert.pt"));
@@ -375,7 +398,9 @@ TEST(HttpServerTest, ConcurrentClientsAndTablesOfExactlyTheSampledRequests) {
   EXPECT_EQ(rep.body["requests_seen"], captured.size());
   EXPECT_EQ(rep.body["tokens"], captured_tokens);
   EXPECT_EQ(rep.body["tokens_seen"], captured_tokens);
-  EXPECT_EQ(rep.body["sequences"], json(captured));
+  std::vector<int64_t> captured_sequences;
+  for (int64_t number : captured) captured_sequences.push_back(base + number);
+  EXPECT_EQ(rep.body["sequences"], json(captured_sequences));
   const fs::path dir = rep.body["dir"].get<std::string>();
   EXPECT_EQ(dir, out / "report-1");
   for (const char* f : {"heads.csv", "scales.csv", "ctable.json", "heatmaps.svg", "qk.safetensors"})
@@ -388,10 +413,19 @@ TEST(HttpServerTest, ConcurrentClientsAndTablesOfExactlyTheSampledRequests) {
   for (int64_t number : captured) {
     const auto& ids = requests[by_number[number]];
     expected_ids.insert(expected_ids.end(), ids.begin(), ids.end());
-    expected_sequence.insert(expected_sequence.end(), ids.size(), number);
+    expected_sequence.insert(expected_sequence.end(), ids.size(), base + number);
   }
   EXPECT_EQ(data.token_id, expected_ids);
   EXPECT_EQ(data.sequence, expected_sequence);
+  // Its sequences.* metadata: one range, every request numbered so far, and where it came from.
+  const qkscope::StoreFile file = qkscope::read_store_file((dir / "qk.safetensors").string());
+  const auto ranges = qkscope::read_sequence_ranges(file.metadata, file.kept, "qk.safetensors");
+  ASSERT_EQ(ranges.size(), 1u);
+  EXPECT_EQ(ranges[0].begin, base);
+  EXPECT_EQ(ranges[0].end, base + static_cast<int64_t>(requests.size()));
+  EXPECT_EQ(ranges[0].source.rfind("http-server:", 0), 0u) << ranges[0].source;
+  EXPECT_NE(ranges[0].source.find(":" + std::to_string(server.pid()) + ":"), std::string::npos)
+      << ranges[0].source;
 
   // The same requests through the capture program, one sequence a forward, with the server's
   // thread settings: one intra-op thread, one BLAS thread (capture leaves OpenBLAS's pool alone
@@ -639,6 +673,7 @@ TEST(HttpServerTest, SigtermDuringLoadFinishesInFlightRequestsAndWritesTheReport
   ServerProcess server(plus(base_args(out), {"--sample-every", "2", "--latency-log", log.string()}));
   ASSERT_GT(server.port(), 0) << server.err();
   const int port = server.port();
+  const int64_t base = sequence_base(port);
   const auto requests = make_ids(64, 48, 21);
   std::mutex mutex;
   std::map<int64_t, int64_t> captured;  // request number -> tokens, of answered captured ones
@@ -680,7 +715,7 @@ TEST(HttpServerTest, SigtermDuringLoadFinishesInFlightRequestsAndWritesTheReport
   sequences.erase(std::unique(sequences.begin(), sequences.end()), sequences.end());
   std::vector<int64_t> expected;
   int64_t tokens = 0;
-  for (const auto& [number, n] : captured) expected.push_back(number), tokens += n;
+  for (const auto& [number, n] : captured) expected.push_back(base + number), tokens += n;
   EXPECT_EQ(sequences, expected);
   EXPECT_EQ(data.n_tokens(), tokens);
   // The tables are those of the q/k file.
@@ -712,6 +747,173 @@ TEST(HttpServerTest, ListensOnLoopbackUnlessToldOtherwise) {
   EXPECT_EQ(server.port(), 0);
   EXPECT_EQ(server.wait(), 2);
   EXPECT_NE(server.err().find("--allow-remote"), std::string::npos) << server.err();
+}
+
+// Issue 14: two server processes at once (--sequence-prefix 5 and 6) capture different
+// requests; capture --qk merges their q/k files into the tables of their tokens put together
+// here, without QkStore::merge. A server restarted with prefix 5 numbers its requests from
+// 5 << 40 again: its file and the first one are refused as overlapping.
+TEST(HttpServerTest, QkFilesOfTwoServerProcessesMergeAndARestartedPrefixIsRefused) {
+  const fs::path out = fresh_dir("qkscope_http_merge");
+  ServerProcess a(plus(base_args(out / "a"), {"--sample-every", "2", "--sequence-prefix", "5"}));
+  ServerProcess b(plus(base_args(out / "b"), {"--sample-every", "3", "--sequence-prefix", "6"}));
+  ASSERT_GT(a.port(), 0) << a.err();
+  ASSERT_GT(b.port(), 0) << b.err();
+  EXPECT_NE(a.out().find("sequence prefix 5 (--sequence-prefix)"), std::string::npos) << a.out();
+  const auto ra = make_ids(10, 40, 31), rb = make_ids(9, 40, 32);
+  for (size_t i = 0; i < std::max(ra.size(), rb.size()); ++i) {  // interleaved, as live traffic
+    if (i < ra.size()) {
+      ASSERT_EQ(post(a.port(), "/v1/forward", forward_body(ra[i], "summary")).status, 200);
+    }
+    if (i < rb.size()) {
+      ASSERT_EQ(post(b.port(), "/v1/forward", forward_body(rb[i], "summary")).status, 200);
+    }
+  }
+  const Reply rep_a = post(a.port(), "/v1/report", json::object());
+  const Reply rep_b = post(b.port(), "/v1/report", json::object());
+  ASSERT_EQ(rep_a.status, 200) << rep_a.body.dump();
+  ASSERT_EQ(rep_b.status, 200) << rep_b.body.dump();
+  EXPECT_EQ(rep_a.body["sequence_range"], json({int64_t{5} << 40, (int64_t{5} << 40) + 10}));
+  EXPECT_EQ(a.stop(), 0) << a.err();
+  EXPECT_EQ(b.stop(), 0) << b.err();
+  const fs::path fa = fs::path(rep_a.body["dir"].get<std::string>()) / "qk.safetensors";
+  const fs::path fb = fs::path(rep_b.body["dir"].get<std::string>()) / "qk.safetensors";
+  const qkscope::QkData da = qkscope::read_qk_file(fa.string()), db = qkscope::read_qk_file(fb.string());
+  ASSERT_GT(da.n_tokens(), 0);
+  ASSERT_GT(db.n_tokens(), 0);
+  for (int64_t s : da.sequence) EXPECT_EQ(s >> 40, 5);
+  for (int64_t s : db.sequence) EXPECT_EQ(s >> 40, 6);
+
+  // The merge, and the same tokens put together by hand (prefix 5's sequences come first).
+  qkscope::write_qk_file((out / "joined.safetensors").string(), qkscope::testing::put_together({da, db}));
+  const auto merged = qkscope::testing::run_capture(
+      "--qk " + fa.string() + " " + fb.string() + " --out " + (out / "merged").string() +
+      " --save-qk " + (out / "merged.safetensors").string() + " --quiet");
+  ASSERT_EQ(merged.status, 0) << merged.err;
+  ASSERT_EQ(run_capture("--qk " + (out / "joined.safetensors").string() + " --out " +
+                        (out / "joined").string()), 0);
+  EXPECT_EQ(heads_csv(out / "merged"), heads_csv(out / "joined"));
+  EXPECT_EQ(read_text(out / "merged" / "scales.csv"), read_text(out / "joined" / "scales.csv"));
+  EXPECT_NE(heads_csv(out / "merged"), heads_csv(fa.parent_path()));  // the union, not one file
+  // The merged file keeps both servers' ranges.
+  const qkscope::StoreFile m = qkscope::read_store_file((out / "merged.safetensors").string());
+  EXPECT_EQ(m.kept.n_tokens(), da.n_tokens() + db.n_tokens());
+  const auto ranges = qkscope::read_sequence_ranges(m.metadata, m.kept, "merged");
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_EQ(ranges[0].begin, int64_t{5} << 40);
+  EXPECT_EQ(ranges[1].begin, int64_t{6} << 40);
+  EXPECT_EQ(ranges[1].end, (int64_t{6} << 40) + 9);
+
+  // Restarted with the same prefix: request 0 is sequence 5 << 40 again.
+  ServerProcess c(plus(base_args(out / "c"), {"--sample-every", "1", "--sequence-prefix", "5"}));
+  ASSERT_GT(c.port(), 0) << c.err();
+  for (const auto& ids : make_ids(3, 20, 33))
+    ASSERT_EQ(post(c.port(), "/v1/forward", forward_body(ids, "summary")).status, 200);
+  const Reply rep_c = post(c.port(), "/v1/report", json::object());
+  ASSERT_EQ(rep_c.status, 200);
+  EXPECT_EQ(c.stop(), 0) << c.err();
+  const fs::path fc = fs::path(rep_c.body["dir"].get<std::string>()) / "qk.safetensors";
+  const auto refused = qkscope::testing::run_capture("--qk " + fa.string() + " " + fc.string() +
+                                                     " --out " + (out / "refused").string());
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.err.find("both drew sequences"), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(out / "refused" / "heads.csv"));
+  // Out of range.
+  ServerProcess bad(plus(base_args(out / "d"), {"--sequence-prefix", "8192"}));
+  EXPECT_EQ(bad.wait(), 2);
+  EXPECT_NE(bad.err().find("--sequence-prefix: expected 0..8191"), std::string::npos) << bad.err();
+}
+
+// Issue 15: clients that stall (connected and silent, half the headers, the headers and half
+// the body) each hold one connection thread until the read timeout, then are cut off, while
+// other clients are served. With every connection thread held, a client waits for a stalled
+// one to be cut off and is then served.
+TEST(HttpServerTest, StalledClientsAreCutOffAfterTheReadTimeoutWhileOthersAreServed) {
+  const fs::path out = fresh_dir("qkscope_http_slow");
+  ServerProcess server(plus(base_args(out), {"--http-threads", "4", "--read-timeout", "2",
+                                             "--write-timeout", "2"}));
+  ASSERT_GT(server.port(), 0) << server.err();
+  const int port = server.port();
+  using Clock = std::chrono::steady_clock;
+  auto connect_raw = [&](const std::string& bytes) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    if (!bytes.empty()) {
+      EXPECT_EQ(::send(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
+    }
+    return fd;
+  };
+  // Seconds until the server closes `fd` (-1: not within `limit_s`); what it sent before.
+  auto wait_closed = [](int fd, Clock::time_point since, double limit_s, std::string& got) {
+    char buf[512];
+    for (;;) {
+      const double waited = std::chrono::duration<double>(Clock::now() - since).count();
+      if (waited > limit_s) return -1.0;
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) return std::chrono::duration<double>(Clock::now() - since).count();
+      got.append(buf, static_cast<size_t>(n));
+    }
+  };
+  auto still_open = [](int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 0;
+  };
+  const std::vector<std::string> stalls{
+      "",
+      "POST /v1/forward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le",
+      "POST /v1/forward HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Content-Length: 100\r\n\r\n{\"ids\": [1, 2"};
+  const Clock::time_point t0 = Clock::now();
+  std::vector<int> fds;
+  for (const std::string& bytes : stalls) fds.push_back(connect_raw(bytes));
+
+  // Three of the four connection threads are held: the fourth serves everyone else.
+  const auto ok = make_ids(4, 32, 41);
+  for (const auto& ids : ok) {
+    const Reply r = post(port, "/v1/forward", forward_body(ids, "summary"));
+    EXPECT_EQ(r.status, 200) << r.body.dump();
+  }
+  const double served_after = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_LT(served_after, 1.5) << "4 small forwards took the whole read timeout (machine busy?)";
+  for (size_t i = 0; i < fds.size(); ++i) EXPECT_TRUE(still_open(fds[i])) << "stall " << i;
+
+  for (size_t i = 0; i < fds.size(); ++i) {
+    SCOPED_TRACE("stall " + std::to_string(i));
+    std::string got;
+    const double closed = wait_closed(fds[i], t0, 15.0, got);
+    EXPECT_GE(closed, 1.5) << "cut off before the read timeout";
+    EXPECT_GT(closed, 0) << "still connected after 15 s";
+    EXPECT_LT(closed, 6.0);
+    EXPECT_EQ(got.find("200 OK"), std::string::npos) << got;  // no request was served
+    ::close(fds[i]);
+  }
+
+  // Every connection thread held: the next client is served once the first stall is cut off.
+  fds.clear();
+  const Clock::time_point t1 = Clock::now();
+  for (int i = 0; i < 4; ++i) fds.push_back(connect_raw(stalls[2]));
+  const Reply late = post(port, "/v1/forward", forward_body(ok[0], "summary"));
+  const double late_after = std::chrono::duration<double>(Clock::now() - t1).count();
+  EXPECT_EQ(late.status, 200) << late.body.dump();
+  EXPECT_GE(late_after, 1.5);
+  EXPECT_LT(late_after, 10.0);
+  for (int fd : fds) ::close(fd);
+  const Reply h = get(port, "/v1/health");
+  EXPECT_EQ(h.body["served"], 5);  // none of the stalled requests reached a worker
+  EXPECT_EQ(server.stop(), 0) << server.err();
+
+  // The timeouts are flags, documented.
+  ServerProcess help({"--help"});
+  EXPECT_EQ(help.wait(), 0);
+  for (const char* flag : {"--read-timeout", "--write-timeout", "--sequence-prefix"})
+    EXPECT_NE(help.out().find(flag), std::string::npos) << flag << "\n" << help.out();
+  EXPECT_NE(help.out().find("idle connection"), std::string::npos) << help.out();
 }
 
 }  // namespace

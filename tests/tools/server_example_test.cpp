@@ -1,6 +1,7 @@
 // The server example (tools/server_example) under concurrent load on the reference BERT: the
 // sampled requests are captured exactly and completely, the others not at all, reports drained
-// mid-run lose and duplicate nothing, and every served output equals the plain model's.
+// mid-run lose and duplicate nothing, and every served output equals the plain model's. The
+// reports' q/k files of two processes merge with capture --qk (issue 14: sequence identities).
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -18,12 +19,18 @@
 
 #include <torch/script.h>
 
+#include "cli_test_util.h"
+#include "common/sequence_identity.h"
 #include "qkscope/capture_module.h"
 #include "qkscope/capture_session.h"
 #include "qkscope/capture_sink.h"
 #include "qkscope/error.h"
+#include "qkscope/checkpoint.h"
+#include "qkscope/qk_file.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/qk_store.h"
 #include "server.h"
+#include "server_test_util.h"
 
 namespace qkscope::server {
 namespace {
@@ -97,6 +104,7 @@ ServerOptions options(const fs::path& out, int64_t report_every = 0) {
   o.sample_every = kSampleEvery;
   o.report_every = report_every;
   o.out = out.string();
+  o.sequence_prefix = 0;  // sequence index = request number, as the checks below read them
   return o;
 }
 
@@ -462,6 +470,115 @@ TEST(ServerExampleTest, ProgramServesReportsAndExitsWithItsStatus) {
   r = run_program("--model " + gpt2 + " --out " + out.string() + " --generate 5");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("--cache-shape"), std::string::npos) << r.err;
+  fs::remove_all(out);
+}
+
+// Sequence identities: prefix << 40 | request number, the prefix checked, the count bounded.
+TEST(ServerExampleTest, SequenceIdentitiesArePrefixedAndBounded) {
+  const tools::SequenceIdentity seven(7, "test");
+  EXPECT_EQ(seven.sequence(3), (int64_t{7} << 40) + 3);
+  EXPECT_EQ(seven.sequence(tools::kMaxRequests - 1), (int64_t{8} << 40) - 1);
+  EXPECT_LT(tools::SequenceIdentity(8191, "t").sequence(tools::kMaxRequests - 1),
+            int64_t{1} << 53);  // exact as a double (the HTML report's JavaScript)
+  EXPECT_THROW(seven.sequence(tools::kMaxRequests), Error);
+  EXPECT_THROW(seven.sequence(-1), Error);
+  EXPECT_THROW(tools::SequenceIdentity(8192, "t"), UsageError);
+  EXPECT_THROW(tools::SequenceIdentity(-1, "t"), UsageError);
+  const SequenceRange r = seven.range(2, 5);
+  EXPECT_EQ(r.begin, (int64_t{7} << 40) + 2);
+  EXPECT_EQ(r.end, (int64_t{7} << 40) + 5);
+  EXPECT_EQ(r.source.rfind("test:", 0), 0u) << r.source;
+  EXPECT_NE(r.source.find(":" + std::to_string(::getpid()) + ":"), std::string::npos) << r.source;
+  const tools::SequenceIdentity drawn(std::nullopt, "t");
+  EXPECT_TRUE(drawn.random());
+  EXPECT_GE(drawn.prefix(), 0);
+  EXPECT_LE(drawn.prefix(), tools::kMaxSequencePrefix);
+  try {
+    make_requests(tools::kMaxRequests + 1, 8, 100, 0);
+    FAIL() << "2^40 + 1 requests were accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("2^40"), std::string::npos) << e.what();
+  }
+}
+
+// The qk.safetensors of every report of a process ends with periodic reports (prefix 1) and of
+// another process (prefix 2) merge with capture --qk into the tables of their tokens put
+// together here; the ranges of one process's reports are disjoint. A restart with prefix 1
+// is refused as overlapping; a process without --sequence-prefix draws one and says which.
+TEST(ServerExampleTest, ReportsOfTwoProcessesMergeWithCaptureQk) {
+  const fs::path out = fresh_dir("qkscope_server_merge");
+  const std::string model = model_path("bert.pt");
+  auto run = [&](const std::string& dir, const std::string& args) {
+    const ProgramResult r = run_program("--model " + model + " --out " + (out / dir).string() +
+                                        " --threads 3 --sample-every 4 " + args);
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r;
+  };
+  run("p1", "--requests 40 --report-every 9 --seed 3 --sequence-prefix 1");
+  run("p2", "--requests 12 --seed 4 --sequence-prefix 2");
+  std::vector<fs::path> files;
+  for (const char* dir : {"p1", "p2"})
+    for (int n = 1; fs::exists(out / dir / ("report-" + std::to_string(n))); ++n)
+      files.push_back(out / dir / ("report-" + std::to_string(n)) / "qk.safetensors");
+  ASSERT_GE(files.size(), 3u) << "expected periodic reports of p1 and p2's report";
+
+  std::vector<QkData> parts;
+  std::set<int64_t> p1_sequences;
+  std::string args = "--qk";
+  fs::path first_of_p1;  // the file holding p1's request 0
+  for (const fs::path& f : files) {
+    SCOPED_TRACE(f.string());
+    const StoreFile file = read_store_file(f.string());
+    const auto ranges = read_sequence_ranges(file.metadata, file.kept, f.string());
+    ASSERT_GE(ranges.size(), 1u);
+    const int64_t prefix = f.string().find("/p1/") != std::string::npos ? 1 : 2;
+    for (const SequenceRange& r : ranges) {
+      EXPECT_EQ(r.begin >> 40, prefix);
+      EXPECT_EQ(r.source.rfind("server-example:", 0), 0u) << r.source;
+    }
+    for (int64_t s : file.kept.sequence) {
+      EXPECT_EQ(s >> 40, prefix);
+      EXPECT_EQ((s & ((int64_t{1} << 40) - 1)) % 4, 0) << "not a sampled request";
+      if (prefix == 1) p1_sequences.insert(s);
+    }
+    if (std::count(file.kept.sequence.begin(), file.kept.sequence.end(), int64_t{1} << 40) > 0)
+      first_of_p1 = f;
+    parts.push_back(file.kept);
+    args += " " + f.string();
+  }
+  EXPECT_EQ(p1_sequences.size(), 10u);  // requests 0, 4, ..., 36: each in one report
+  write_qk_file((out / "joined.safetensors").string(), qkscope::testing::put_together(parts));
+  const auto merged = qkscope::testing::run_capture(args + " --out " + (out / "merged").string() + " --quiet");
+  ASSERT_EQ(merged.status, 0) << merged.err;
+  const auto joined = qkscope::testing::run_capture("--qk " + (out / "joined.safetensors").string() +
+                                           " --out " + (out / "joined").string() + " --quiet");
+  ASSERT_EQ(joined.status, 0) << joined.err;
+  EXPECT_EQ(read_text(out / "merged" / "heads.csv"), read_text(out / "joined" / "heads.csv"));
+  EXPECT_EQ(read_text(out / "merged" / "scales.csv"), read_text(out / "joined" / "scales.csv"));
+
+  // Restarted with prefix 1: its request 0 is p1's request 0 again.
+  run("p3", "--requests 8 --sequence-prefix 1");
+  ASSERT_FALSE(first_of_p1.empty());
+  const auto refused = qkscope::testing::run_capture("--qk " + first_of_p1.string() + " " +
+                                            (out / "p3" / "report-1" / "qk.safetensors").string() +
+                                            " --out " + (out / "refused").string());
+  EXPECT_NE(refused.status, 0);
+  EXPECT_NE(refused.err.find("both drew sequences"), std::string::npos) << refused.err;
+
+  // No flag: a random prefix, printed, and the one the file uses.
+  const ProgramResult drawn = run("p4", "--requests 4");
+  const std::string marker = "sequence prefix ";
+  const size_t at = drawn.out.find(marker);
+  ASSERT_NE(at, std::string::npos) << drawn.out;
+  const int64_t prefix = std::stoll(drawn.out.substr(at + marker.size()));
+  EXPECT_NE(drawn.out.find("(random)"), std::string::npos) << drawn.out;
+  const QkData d = read_qk_file((out / "p4" / "report-1" / "qk.safetensors").string());
+  ASSERT_GT(d.n_tokens(), 0);
+  EXPECT_EQ(d.sequence[0], prefix << 40);
+  const ProgramResult bad = run_program("--model " + model + " --out " + (out / "p5").string() +
+                                        " --sequence-prefix 8192");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("--sequence-prefix"), std::string::npos) << bad.err;
   fs::remove_all(out);
 }
 

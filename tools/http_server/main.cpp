@@ -2,7 +2,7 @@
 // capture (README.md here). This file parses options, binds, serves, and shuts down on SIGTERM
 // or SIGINT: the listener closes, requests in flight finish, then the store's tables are
 // written. Errors before serving are one line on stderr; exit status 0 success (also after a
-// signal), 2 usage error, 1 anything else (as tools/capture).
+// signal), 2 usage error, 1 anything else (as tools/capture: tools/common/cli_main.h).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <httplib.h>
@@ -19,6 +19,8 @@
 #include <string>
 #include <thread>
 
+#include "common/cli_main.h"
+#include "common/sequence_identity.h"
 #include "http_api.h"
 #include "qkscope/error.h"
 #include "service.h"
@@ -112,7 +114,9 @@ std::optional<Options> parse(int argc, char** argv) {
       ->type_name("N")->default_str("512")->group("Bounds");
   app.add_option("--max-new-tokens", s.max_new_tokens, "largest max_new_tokens of /v1/generate")
       ->type_name("N")->default_str("64")->group("Bounds");
-  app.add_option("--read-timeout", o.read_timeout_s, "seconds to wait for a client's bytes")
+  app.add_option("--read-timeout", o.read_timeout_s,
+                 "seconds to wait for a client's bytes, also an idle connection's\n"
+                 "next request; a client that stalls longer is cut off")
       ->type_name("S")->default_str("5")->group("Bounds");
   app.add_option("--write-timeout", o.write_timeout_s, "seconds to wait for a client to read")
       ->type_name("S")->default_str("5")->group("Bounds");
@@ -129,6 +133,11 @@ std::optional<Options> parse(int argc, char** argv) {
       ->type_name("N")->group("Capture");
   app.add_option("--seed", s.capture.seed, "seed of that sample")->type_name("N")
       ->default_str("0")->group("Capture");
+  app.add_option("--sequence-prefix", s.sequence_prefix,
+                 "request n is captured as sequence P << 40 | n, P in 0..8191 (default: random),\n"
+                 "so that the q/k files of several servers merge (capture --qk a b); give\n"
+                 "each process its own P to reproduce a run or to rule out a collision")
+      ->type_name("P")->group("Capture");
   app.add_option("--latency-log", o.latency_log,
                  "write one line per request: endpoint status request captured tokens\n"
                  "queue_ms total_ms")
@@ -171,6 +180,7 @@ int run(const Options& o) {
   sigaction(SIGINT, &action, nullptr);
 
   qkscope::http::Service service(o.model, o.service);
+  std::cout << kName << ": " << qkscope::tools::describe(service.identity()) << std::endl;
   std::unique_ptr<qkscope::http::LatencyLog> log;
   if (!o.latency_log.empty()) log = std::make_unique<qkscope::http::LatencyLog>(o.latency_log);
 
@@ -179,6 +189,9 @@ int run(const Options& o) {
   http.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
   http.set_payload_max_length(o.max_body_bytes);
   http.set_read_timeout(o.read_timeout_s, 0);
+  // An idle connection holds a connection thread as a stalled request does: the same bound
+  // (cpp-httplib's own default is 5 s, the read timeout's default).
+  http.set_keep_alive_timeout(o.read_timeout_s);
   http.set_write_timeout(o.write_timeout_s, 0);
   http.set_keep_alive_max_count(1000);
   http.set_tcp_nodelay(true);
@@ -255,23 +268,6 @@ int run(const Options& o) {
   return 0;
 }
 
-std::string first_line(const std::string& text) {
-  std::string line = text.substr(0, text.find('\n'));
-  return line.empty() ? "unknown error" : line;
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    const std::optional<Options> options = parse(argc, argv);
-    if (!options) return 0;
-    return run(*options);
-  } catch (const qkscope::UsageError& e) {
-    std::cerr << kName << ": " << first_line(e.what()) << " (see " << kName << " --help)\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << kName << ": error: " << first_line(e.what()) << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return qkscope::tools::cli_main(kName, argc, argv, parse, run); }

@@ -23,8 +23,10 @@
 #include "qkscope/joint_report.h"
 #include "qkscope/metrics.h"
 #include "qkscope/qk_file.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/qk_store.h"
 #include "qkscope/report.h"
+#include "qkscope/serving.h"
 #include "qkscope/text/tokenizer.h"
 #include "request_json.h"
 #include "worker_pool.h"
@@ -33,21 +35,6 @@ namespace qkscope::http {
 namespace {
 
 using json = nlohmann::json;
-
-// Rows of the first 2-D parameter whose name ends with one of `suffixes` (HuggingFace names),
-// as tools/server_example reads the vocabulary and the position table.
-std::optional<int64_t> embedding_rows(const torch::jit::Module& module,
-                                      std::initializer_list<const char*> suffixes) {
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
-    for (const char* suffix : suffixes) {
-      const std::string s(suffix);
-      if (p.name.size() >= s.size() &&
-          p.name.compare(p.name.size() - s.size(), s.size(), s) == 0 && p.value.dim() == 2)
-        return p.value.size(0);
-    }
-  }
-  return std::nullopt;
-}
 
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 
@@ -76,27 +63,33 @@ json config_json(const CaptureConfig& c) {
 }
 
 // One store and its sink, for one set of layers, heads and budget. Replaced (not changed) when
-// those change: a StoreSink's filter and a QkStore's budget are fixed at construction.
+// those change: a StoreSink's filter and a QkStore's budget are fixed at construction. The
+// store is offered requests first_request, first_request + 1, ... (numbers are given under the
+// lock that picks the store, so a store's requests are one run of numbers).
 struct CaptureState {
-  explicit CaptureState(const CaptureConfig& c)
-      : store(StoreOptions{c.max_tokens, c.seed}), sink(store, SiteFilter{c.layers, c.heads}) {}
+  CaptureState(const CaptureConfig& c, int64_t first)
+      : store(StoreOptions{c.max_tokens, c.seed}), sink(store, SiteFilter{c.layers, c.heads}),
+        first_request(first) {}
   QkStore store;
   StoreSink sink;
+  const int64_t first_request;
 };
 
 }  // namespace
 
 struct Service::Impl {
   Impl(const std::string& path, ServiceOptions o)
-      : options(std::move(o)), module(CaptureModule::load(path)), model_path(path) {}
+      : options(std::move(o)), identity(options.sequence_prefix, "http-server"),
+        module(CaptureModule::load(path)), model_path(path) {}
 
   ServiceOptions options;
+  tools::SequenceIdentity identity;  // request n is sequence identity.sequence(n)
   CaptureModule module;
   std::string model_path;
   std::unique_ptr<text::Tokenizer> tokenizer;
   int64_t vocab = 0;
   int64_t max_tokens = 0;  // tokens per request: option, capped by the position table
-  int ids_argument = 0, mask_argument = 1, past_k_argument = 2, past_v_argument = 3;
+  CachedDecoder decoder;   // forward's argument positions (input_ids, attention_mask first)
   bool cached = false;     // forward takes past_k, past_v
 
   // Capture settings and the store they feed. `config_mutex` guards both pointers' values;
@@ -109,6 +102,7 @@ struct Service::Impl {
   std::mutex report_mutex;  // reports are numbered and written one at a time
   int reports = 0;
 
+  // next_request grows under config_mutex (with the choice of store); read freely.
   std::atomic<int64_t> next_request{0}, captured{0};
   std::atomic<bool> stopping{false};
   std::unique_ptr<WorkerPool> pool;
@@ -160,13 +154,19 @@ struct Service::Impl {
         if (expired)
           throw HttpError(503, fmt::format("waited {:.0f} ms for a worker (limit {} ms)",
                                            served.queue_ms, options.max_wait.count()));
-        const int64_t number = next_request++;
-        served.request = number;
+        int64_t number = 0;
         std::shared_ptr<CaptureState> capture;
         {
+          // The number and the store together: a store replaced meanwhile gets only later ones.
           std::lock_guard<std::mutex> lock(config_mutex);
+          if (next_request >= tools::kMaxRequests)
+            throw HttpError(503, fmt::format("this server has numbered 2^{} requests, the most "
+                                             "its sequence prefix {} allows; restart it",
+                                             tools::kRequestBits, identity.prefix()));
+          number = next_request++;
           if (config.every > 0 && number % config.every == 0) capture = state;
         }
+        served.request = number;
         served.captured = capture != nullptr;
         promise.set_value(work(number, std::move(capture)));
       } catch (...) {
@@ -185,12 +185,12 @@ struct Service::Impl {
     const auto opts = at::TensorOptions().dtype(at::kLong);
     const int64_t n = static_cast<int64_t>(ids.size());
     std::vector<c10::IValue> in(cached ? 4 : 2);
-    in[ids_argument] = at::tensor(ids, opts).view({1, n});
-    in[mask_argument] = at::ones({1, n}, opts);
+    in[static_cast<size_t>(decoder.ids)] = at::tensor(ids, opts).view({1, n});
+    in[static_cast<size_t>(decoder.mask)] = at::ones({1, n}, opts);
     if (cached) {
       const std::vector<int64_t>& c = options.cache_shape;
-      in[past_k_argument] = at::zeros({c[0], 1, c[1], 0, c[2]});
-      in[past_v_argument] = at::zeros({c[0], 1, c[1], 0, c[2]});
+      in[static_cast<size_t>(decoder.past_k)] = at::zeros({c[0], 1, c[1], 0, c[2]});
+      in[static_cast<size_t>(decoder.past_v)] = at::zeros({c[0], 1, c[1], 0, c[2]});
     }
     return in;
   }
@@ -202,54 +202,29 @@ struct Service::Impl {
     if (!capture) return module.forward(inputs(ids));  // no session: the capture ops return
     CaptureGate::Pass pass(gate);
     CaptureSession session(capture->sink);
-    c10::IValue out = module.forward(inputs(ids), {number});
+    c10::IValue out = module.forward(inputs(ids), {identity.sequence(number)});
     ++captured;
     return out;
   }
 
-  // Greedy decoding of `steps` tokens with the cache (tools/server_example's generate()).
-  // A captured request's forwards go to an assembler of its own; the whole sequence reaches
-  // the store at the end, under a gate pass.
+  // Greedy decoding of `steps` tokens with the cache (qkscope/serving.h, as
+  // tools/server_example). A captured request's forwards go to an assembler of its own; the
+  // whole sequence reaches the store at the end, under a gate pass.
   at::Tensor run_generate(const std::vector<int64_t>& prompt, int64_t steps, int64_t number,
                           const std::shared_ptr<CaptureState>& capture) {
-    const auto opts = at::TensorOptions().dtype(at::kLong);
-    at::Tensor ids = at::tensor(prompt, opts).view({1, static_cast<int64_t>(prompt.size())});
-    at::Tensor mask = at::ones_like(ids);
-    const std::vector<int64_t>& c = options.cache_shape;
-    at::Tensor past_k = at::zeros({c[0], 1, c[1], 0, c[2]}), past_v = at::zeros_like(past_k);
-    std::optional<SequenceAssembler> assembler;
-    std::optional<CaptureSession> session;
-    if (capture && !options.uninstrumented) {
-      assembler.emplace(capture->sink);
-      session.emplace(*assembler);
+    if (options.uninstrumented || !capture)
+      return greedy_decode(module, decoder, prompt, steps,
+                           options.uninstrumented ? DecodeForward::original : DecodeForward::plain);
+    SequenceAssembler assembler(capture->sink);
+    at::Tensor ids;
+    {
+      CaptureSession session(assembler);
+      ids = greedy_decode(module, decoder, prompt, steps, DecodeForward::captured,
+                          identity.sequence(number));
     }
-    at::Tensor step = ids;
-    for (int64_t n = 0; n < steps; ++n) {
-      std::vector<c10::IValue> in(4);
-      in[ids_argument] = step;
-      in[mask_argument] = mask;
-      in[past_k_argument] = past_k;
-      in[past_v_argument] = past_v;
-      const c10::IValue out = options.uninstrumented ? module.forward_original(std::move(in))
-                              : assembler ? module.forward(std::move(in), {number})
-                                          : module.forward(std::move(in));
-      QKSCOPE_CHECK(out.isTuple() && out.toTupleRef().elements().size() == 3,
-                    "model '{}': expected forward to return (logits, present_k, present_v)",
-                    module.name());
-      const auto& e = out.toTupleRef().elements();
-      const at::Tensor logits = e[0].toTensor();
-      past_k = e[1].toTensor();
-      past_v = e[2].toTensor();
-      step = logits.select(1, logits.size(1) - 1).argmax(-1, /*keepdim=*/true);
-      ids = at::cat({ids, step}, 1);
-      mask = at::cat({mask, at::ones_like(step)}, 1);
-    }
-    if (assembler) {
-      session.reset();
-      CaptureGate::Pass pass(gate);
-      assembler->flush();
-      ++captured;
-    }
+    CaptureGate::Pass pass(gate);
+    assembler.flush();
+    ++captured;
     return ids;
   }
 
@@ -265,11 +240,19 @@ struct Service::Impl {
     });
   }
 
-  // Writes the tables of `data` (which `config` captured) to out/report-<n>.
-  json write(const QkData& data, const CaptureConfig& c, bool html) {
+  // The range of requests a store was offered: from its first to `end` (exclusive).
+  SequenceRange range_of(const CaptureState& s, int64_t end) const {
+    return identity.range(s.first_request, end);
+  }
+
+  // Writes the tables of `data` (which `config` captured, from the requests of `range`) to
+  // out/report-<n>; its q/k file records `range` as sequences.* metadata.
+  json write(const QkData& data, const CaptureConfig& c, bool html, const SequenceRange& range) {
     json r{{"requests", 0},   {"tokens", data.n_tokens()}, {"requests_seen", data.sequences_seen},
            {"tokens_seen", data.tokens_seen}, {"sequences", json::array()},
-           {"dir", nullptr},  {"files", json::array()},    {"capture", config_json(c)}};
+           {"dir", nullptr},  {"files", json::array()},    {"capture", config_json(c)},
+           {"sequence_prefix", identity.prefix()},
+           {"sequence_range", {range.begin, range.end}}};
     std::vector<int64_t> sequences = data.sequence;
     sequences.erase(std::unique(sequences.begin(), sequences.end()), sequences.end());
     r["requests"] = sequences.size();
@@ -289,7 +272,9 @@ struct Service::Impl {
     const std::string dir = options.out + "/report-" + std::to_string(++reports);
     std::vector<std::string> files = write_outputs(dir, table, run);
     const std::string qk = dir + "/qk.safetensors";
-    write_qk_file(qk, data);  // the q/k themselves: capture --qk recomputes these tables
+    // The q/k themselves (capture --qk recomputes these tables), with where they come from:
+    // capture --qk merges the files of several servers by these ranges.
+    write_qk_file(qk, data, sequence_metadata({range}, data));
     files.push_back(qk);
     if (html) {
       ReportOptions report;
@@ -343,35 +328,33 @@ Service::Service(const std::string& model_path, ServiceOptions o) {
   auto index = [&](const char* name) {
     return static_cast<int>(std::find(args.begin(), args.end(), name) - args.begin());
   };
-  m.ids_argument = index("input_ids");
-  m.mask_argument = index("attention_mask");
+  m.decoder.ids = index("input_ids");
+  m.decoder.mask = index("attention_mask");
+  m.decoder.cache_shape = opt.cache_shape;
   m.cached = !opt.cache_shape.empty();
   if (m.cached) {
-    m.past_k_argument = index("past_k");
-    m.past_v_argument = index("past_v");
-    QKSCOPE_CHECK(args.size() == 4 && m.ids_argument < 4 && m.mask_argument < 4 &&
-                      m.past_k_argument < 4 && m.past_v_argument < 4,
+    m.decoder.past_k = index("past_k");
+    m.decoder.past_v = index("past_v");
+    QKSCOPE_CHECK(args.size() == 4 && m.decoder.ids < 4 && m.decoder.mask < 4 &&
+                      m.decoder.past_k < 4 && m.decoder.past_v < 4,
                   "model '{}': --cache-shape expects forward(input_ids, attention_mask, past_k, "
                   "past_v) in any order, got {}", model_path, m.module.forward_schema());
   } else {
-    QKSCOPE_CHECK(args.size() == 2 && m.ids_argument < 2 && m.mask_argument < 2,
+    QKSCOPE_CHECK(args.size() == 2 && m.decoder.ids < 2 && m.decoder.mask < 2,
                   "model '{}': expected forward(input_ids, attention_mask) in any order (or "
                   "give --cache-shape for a cached decoder), got {}",
                   model_path, m.module.forward_schema());
   }
 
   const torch::jit::Module& original = m.module.original();
-  const std::optional<int64_t> vocab =
-      opt.vocab ? opt.vocab
-                : embedding_rows(original, {"word_embeddings.weight", "wte.weight",
-                                            "embed_tokens.weight", "shared.weight"});
+  const std::optional<int64_t> vocab = opt.vocab ? opt.vocab : vocabulary_size(original);
   QKSCOPE_CHECK_AS(UsageError, vocab.has_value(),
                    "--vocab: no token embedding found in '{}', give the vocabulary size",
                    model_path);
   QKSCOPE_CHECK_AS(UsageError, *vocab >= 1, "--vocab: expected >= 1, got {}", *vocab);
   m.vocab = *vocab;
   m.max_tokens = opt.max_request_tokens;
-  if (const auto positions = embedding_rows(original, {"position_embeddings.weight", "wpe.weight"}))
+  if (const auto positions = position_count(original))
     m.max_tokens = std::min(m.max_tokens, *positions);
 
   if (!opt.tokenizer_json.empty()) m.tokenizer = text::load_tokenizer_json(opt.tokenizer_json);
@@ -395,7 +378,7 @@ Service::Service(const std::string& model_path, ServiceOptions o) {
   if (!opt.uninstrumented) {
     // The same checks as a later /v1/capture.
     capture(json{{"layers", opt.capture.layers}, {"heads", opt.capture.heads}});
-    m.state = std::make_shared<CaptureState>(m.config);
+    m.state = std::make_shared<CaptureState>(m.config, 0);
   } else {
     QKSCOPE_CHECK_AS(UsageError, opt.capture.every == 0,
                      "--sample-every: the uninstrumented model cannot capture");
@@ -430,6 +413,7 @@ json Service::forward(const json& request, Served& served) {
       });
   // The conversion runs on this (HTTP) thread: the worker is free for the next forward.
   return json{{"request", served.request},
+              {"sequence", m.identity.sequence(served.request)},
               {"captured", served.captured},
               {"tokens", served.tokens},
               {"outputs", ret == "tensors" ? output_tensors(out) : output_summary(out)}};
@@ -454,6 +438,7 @@ json Service::generate(const json& request, Served& served) {
   const at::Tensor flat = out.reshape({-1}).contiguous();
   std::vector<int64_t> all(flat.data_ptr<int64_t>(), flat.data_ptr<int64_t>() + flat.numel());
   return json{{"request", served.request},
+              {"sequence", m.identity.sequence(served.request)},
               {"captured", served.captured},
               {"tokens", served.tokens},
               {"ids", all},
@@ -516,13 +501,14 @@ json Service::capture(const json& request) {
       {
         std::lock_guard<std::mutex> lock(m.config_mutex);
         old = m.state;
-        m.state = std::make_shared<CaptureState>(next);
+        m.state = std::make_shared<CaptureState>(next, m.next_request.load());
         m.config = next;
       }
       while (old.use_count() > 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
       QkData data = old->store.take();
       if (data.n_tokens() > 0)
-        response["report"] = m.write(data, old_config, /*html=*/false);
+        response["report"] = m.write(data, old_config, /*html=*/false,
+                                     m.range_of(*old, m.state->first_request));
     } else {
       std::lock_guard<std::mutex> lock(m.config_mutex);
       m.config.every = next.every;
@@ -544,13 +530,15 @@ json Service::report(const json& request) {
   std::lock_guard<std::mutex> report_lock(m.report_mutex);
   std::shared_ptr<CaptureState> state;
   CaptureConfig config;
+  int64_t end = 0;
   {
     std::lock_guard<std::mutex> lock(m.config_mutex);
     state = m.state;
     config = m.config;
+    end = m.next_request;
   }
   const QkData data = m.snapshot(*state);
-  return m.write(data, config, html);
+  return m.write(data, config, html, m.range_of(*state, end));
 }
 
 json Service::health() const {
@@ -573,7 +561,11 @@ json Service::health() const {
               {"text", m.tokenizer != nullptr},
               {"served", m.next_request.load()},
               {"captured", m.captured.load()},
+              {"sequence_prefix", m.identity.prefix()},
+              {"sequence_source", m.identity.source()},
               {"capture", config_json(config)}};
 }
+
+const tools::SequenceIdentity& Service::identity() const { return impl_->identity; }
 
 }  // namespace qkscope::http

@@ -9,7 +9,11 @@
 //   3. taking the store never overlaps a captured forward (a gate lets captured forwards in
 //      together, a take in alone; uncaptured forwards never touch it).
 // Requests are numbered 0, 1, 2, ... in the order workers start them; with capture on, request
-// n is captured when n % every == 0, under sequence index n.
+// n is captured when n % every == 0, under the sequence index prefix << 40 | n, the prefix
+// being this process's (tools/common/sequence_identity.h). The q/k file of a report records the
+// requests its store was offered as one sequences.* range (core/include/qkscope/qk_merge.h), so
+// that the files of several server processes merge with capture --qk and those of one process
+// (or of two that share a prefix) are refused as overlapping.
 #pragma once
 
 #include <chrono>
@@ -21,6 +25,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "common/sequence_identity.h"
 
 namespace qkscope::http {
 
@@ -62,6 +68,8 @@ struct ServiceOptions {
   // {layers, heads, head_dim} of the cache; empty: /v1/generate is not served.
   std::vector<int64_t> cache_shape;
   int64_t max_new_tokens = 64;     // per /v1/generate request
+  // --sequence-prefix: the prefix of this process's sequence indices, 0..8191; nullopt: random.
+  std::optional<int64_t> sequence_prefix;
 };
 
 // What one served request took, for the latency log.
@@ -85,7 +93,7 @@ class Service {
 
   // POST /v1/forward: {"ids": [..]} or {"text": ".."}, "return": "summary" (default) |
   // "tensors". Blocks until a worker served it. Throws HttpError (400 bad request, 413 too many
-  // tokens, 503 queue full / waited too long / shutting down).
+  // tokens, 503 queue full / waited too long / shutting down / 2^40 requests numbered).
   nlohmann::json forward(const nlohmann::json& request, Served& served);
   // POST /v1/generate: {"ids" | "text", "max_new_tokens": N}: greedy decoding with the cache;
   // returns the generated ids. Same errors; 404 when the server has no cache shape.
@@ -98,6 +106,8 @@ class Service {
   nlohmann::json report(const nlohmann::json& request);
   // GET /v1/health.
   nlohmann::json health() const;
+  // This process's sequence prefix and source.
+  const tools::SequenceIdentity& identity() const;
 
   // Stops taking requests, lets the queued and running ones finish, joins the workers.
   void shutdown();

@@ -3,7 +3,7 @@
 // per-head table is written every M requests and at exit (--generate N: each request generates
 // N tokens with a key/value cache, captured whole). The serving logic is in server.cpp;
 // this file parses, runs and reports. Errors are one line on stderr; exit status 0 success,
-// 2 usage error, 1 anything else (as tools/capture).
+// 2 usage error, 1 anything else (as tools/capture: tools/common/cli_main.h).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 
+#include "common/cli_main.h"
+#include "common/sequence_identity.h"
 #include "qkscope/error.h"
 #include "server.h"
 
@@ -69,6 +71,11 @@ std::optional<Options> parse(int argc, char** argv) {
                  "with --generate: the past's layers, heads and head_dim (e.g. 2,4,8)")
       ->type_name("L,H,D")->delimiter(',')->expected(3);
   app.add_option("--seed", o.seed, "seed of the synthetic requests")->type_name("N")->default_str("0");
+  app.add_option("--sequence-prefix", o.server.sequence_prefix,
+                 "request n is captured as sequence P << 40 | n, P in 0..8191 (default:\n"
+                 "random), so that the reports' qk.safetensors of several processes merge\n"
+                 "(capture --qk a b); give each process its own P to reproduce a run")
+      ->type_name("P");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -97,6 +104,7 @@ void print_report(const qkscope::server::ReportSummary& r) {
 int run(const Options& o) {
   // Start-up: load, instrument and validate the model once. Everything after this is shared.
   qkscope::server::Server server(o.model, o.server);
+  std::cout << kName << ": " << qkscope::tools::describe(server.identity()) << std::endl;
   const std::optional<int64_t> vocab = o.vocab ? o.vocab : server.vocab_size();
   QKSCOPE_CHECK_AS(qkscope::UsageError, vocab.has_value(),
                    "--vocab: no token embedding found in '{}', give the vocabulary size", o.model);
@@ -123,23 +131,6 @@ int run(const Options& o) {
   return 0;
 }
 
-std::string first_line(const std::string& text) {
-  std::string line = text.substr(0, text.find('\n'));
-  return line.empty() ? "unknown error" : line;
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    const std::optional<Options> options = parse(argc, argv);
-    if (!options) return 0;
-    return run(*options);
-  } catch (const qkscope::UsageError& e) {
-    std::cerr << kName << ": " << first_line(e.what()) << " (see " << kName << " --help)\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << kName << ": error: " << first_line(e.what()) << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return qkscope::tools::cli_main(kName, argc, argv, parse, run); }

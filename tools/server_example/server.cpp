@@ -20,30 +20,18 @@
 #include "qkscope/capture_sink.h"
 #include "qkscope/error.h"
 #include "qkscope/metrics.h"
+#include "qkscope/qk_file.h"
+#include "qkscope/qk_merge.h"
 #include "qkscope/qk_store.h"
 #include "qkscope/report.h"
+#include "qkscope/serving.h"
 
 namespace qkscope::server {
-namespace {
-
-// Rows of the first 2-D parameter whose name ends with one of `suffixes` (HuggingFace names).
-std::optional<int64_t> embedding_rows(const torch::jit::Module& module,
-                                      std::initializer_list<const char*> suffixes) {
-  for (const auto& p : module.named_parameters(/*recurse=*/true)) {
-    for (const char* suffix : suffixes) {
-      const std::string s(suffix);
-      if (p.name.size() >= s.size() &&
-          p.name.compare(p.name.size() - s.size(), s.size(), s) == 0 && p.value.dim() == 2)
-        return p.value.size(0);
-    }
-  }
-  return std::nullopt;
-}
-
-}  // namespace
 
 std::vector<Request> make_requests(int64_t count, int max_length, int64_t vocab, uint64_t seed) {
-  QKSCOPE_CHECK_AS(UsageError, count >= 0, "expected a request count >= 0, got {}", count);
+  QKSCOPE_CHECK_AS(UsageError, count >= 0 && count <= tools::kMaxRequests,
+                   "--requests: expected 0..2^{} (request n is sequence prefix << {} | n), got {}",
+                   tools::kRequestBits, tools::kRequestBits, count);
   QKSCOPE_CHECK_AS(UsageError, max_length >= 1, "expected a max length >= 1, got {}", max_length);
   QKSCOPE_CHECK_AS(UsageError, vocab >= 2, "expected a vocabulary of >= 2 ids, got {}", vocab);
   std::mt19937_64 rng(seed);
@@ -67,7 +55,8 @@ std::vector<Request> make_requests(int64_t count, int max_length, int64_t vocab,
 
 struct Server::Impl {
   Impl(const std::string& model_path, ServerOptions o)
-      : options(std::move(o)), module(CaptureModule::load(model_path)), sink(store) {}
+      : options(std::move(o)), identity(options.sequence_prefix, "server-example"),
+        module(CaptureModule::load(model_path)), sink(store) {}
 
   // forward's inputs for one request, in the order of its arguments. Each forward gets tensors
   // of its own: nothing is shared between workers but the (read-only) weights.
@@ -81,8 +70,8 @@ struct Server::Impl {
                   r.attention_mask.size());
     const auto opts = at::TensorOptions().dtype(at::kLong);
     std::vector<c10::IValue> out(2);
-    out[ids_argument] = at::tensor(r.input_ids, opts).view({1, r.padded_length});
-    out[mask_argument] = at::tensor(r.attention_mask, opts).view({1, r.padded_length});
+    out[static_cast<size_t>(decoder.ids)] = at::tensor(r.input_ids, opts).view({1, r.padded_length});
+    out[static_cast<size_t>(decoder.mask)] = at::tensor(r.attention_mask, opts).view({1, r.padded_length});
     return out;
   }
 
@@ -101,68 +90,58 @@ struct Server::Impl {
     // worker serves it and in whatever order.
     CaptureGate::Pass pass(gate);
     CaptureSession session(sink);
-    return module.forward(inputs(r), {r.number});
+    return module.forward(inputs(r), {identity.sequence(r.number)});
   }
 
   // One generation request (generation mode): greedy decoding of options.generate tokens with
-  // the key/value cache, as a server's generation loop would run it. Returns the ids
-  // [1, length + generate].
+  // the key/value cache (qkscope/serving.h), as a server's generation loop would run it.
+  // Returns the ids [1, length + generate].
   c10::IValue generate(const Request& r, bool capture) {
     QKSCOPE_CHECK(r.length >= 1 && static_cast<int64_t>(r.input_ids.size()) >= r.length,
                   "request {}: expected 1 <= length <= size of input_ids, got length {}, size {}",
                   r.number, r.length, r.input_ids.size());
-    const auto opts = at::TensorOptions().dtype(at::kLong);
-    at::Tensor ids = at::tensor(std::vector<int64_t>(r.input_ids.begin(),
-                                                     r.input_ids.begin() + r.length), opts)
-                         .view({1, r.length});
-    at::Tensor mask = at::ones({1, r.length}, opts);
-    const std::vector<int64_t>& c = options.cache_shape;
-    at::Tensor past_k = at::zeros({c[0], 1, c[1], 0, c[2]}), past_v = at::zeros_like(past_k);
-    // Sampled: every forward of this generation captures, under the same sequence index (the
-    // request number), into an assembler of its own; nothing reaches the store until flush().
-    // The generation's forwards hold no gate: a report may take the store meanwhile.
-    std::optional<SequenceAssembler> assembler;
-    std::optional<CaptureSession> session;
-    if (capture) {
-      assembler.emplace(sink);
-      session.emplace(*assembler);
+    const std::vector<int64_t> prompt(r.input_ids.begin(), r.input_ids.begin() + r.length);
+    if (!capture) return greedy_decode(module, decoder, prompt, options.generate, DecodeForward::plain);
+    // Sampled: every forward of this generation captures, under the same sequence index, into
+    // an assembler of its own; nothing reaches the store until flush(). The generation's
+    // forwards hold no gate: a report may take the store meanwhile.
+    SequenceAssembler assembler(sink);
+    at::Tensor ids;
+    {
+      CaptureSession session(assembler);
+      ids = greedy_decode(module, decoder, prompt, options.generate, DecodeForward::captured,
+                          identity.sequence(r.number));
     }
-    at::Tensor step = ids;
-    for (int64_t n = 0; n < options.generate; ++n) {
-      std::vector<c10::IValue> in(4);
-      in[ids_argument] = step;
-      in[mask_argument] = mask;
-      in[past_k_argument] = past_k;
-      in[past_v_argument] = past_v;
-      const c10::IValue out = capture ? module.forward(std::move(in), {r.number})
-                                      : module.forward(std::move(in));
-      QKSCOPE_CHECK(out.isTuple() && out.toTupleRef().elements().size() == 3,
-                    "model '{}': expected forward to return (logits, present_k, present_v)",
-                    module.name());
-      const auto& e = out.toTupleRef().elements();
-      const at::Tensor logits = e[0].toTensor();
-      past_k = e[1].toTensor();
-      past_v = e[2].toTensor();
-      step = logits.select(1, logits.size(1) - 1).argmax(-1, /*keepdim=*/true);
-      ids = at::cat({ids, step}, 1);
-      mask = at::cat({mask, at::ones_like(step)}, 1);
-    }
-    if (capture) {
-      session.reset();
-      // The whole sequence goes to the shared store, layer by layer: that must not overlap a
-      // take (rule 3).
-      CaptureGate::Pass pass(gate);
-      assembler->flush();
-    }
+    // The whole sequence goes to the shared store, layer by layer: that must not overlap a
+    // take (rule 3).
+    CaptureGate::Pass pass(gate);
+    assembler.flush();
     return ids;
   }
 
+  // The sequences.* ranges of the sampled requests `sequences` (ascending): a run of sampled
+  // requests with none between them that another report holds (request numbers s, s + K, ...
+  // all here) is one range [first, last + 1). Reports of one run hold disjoint sets of sampled
+  // requests, so their ranges never overlap and they merge.
+  std::vector<SequenceRange> ranges(const std::vector<int64_t>& sequences) const {
+    std::vector<SequenceRange> out;
+    const int64_t base = identity.prefix() << tools::kRequestBits;
+    for (int64_t s : sequences) {
+      if (!out.empty() && s == out.back().end - 1 + options.sample_every)
+        out.back().end = s + 1;  // the next sampled request after the range's last
+      else
+        out.push_back(identity.range(s - base, s - base + 1));
+    }
+    return out;
+  }
+
   ServerOptions options;
+  tools::SequenceIdentity identity;  // request n is sequence identity.sequence(n)
   CaptureModule module;  // one wrapped model; forward() is safe from every worker at once
   QkStore store;         // no token budget: the one-in-K choice of requests is the sampling
   StoreSink sink;        // thread-safe; shared by the sessions of every sampled request
   CaptureGate gate;
-  int ids_argument = 0, mask_argument = 1, past_k_argument = 2, past_v_argument = 3;
+  CachedDecoder decoder;  // forward's argument positions; the cache's shape in generation mode
   std::mutex report_mutex;  // reports are numbered and written one at a time
   int reports = 0;
 };
@@ -195,18 +174,19 @@ Server::Server(const std::string& model_path, ServerOptions options) {
   auto index = [&](const char* name) {
     return static_cast<int>(std::find(args.begin(), args.end(), name) - args.begin());
   };
-  impl_->ids_argument = index("input_ids");
-  impl_->mask_argument = index("attention_mask");
+  impl_->decoder.ids = index("input_ids");
+  impl_->decoder.mask = index("attention_mask");
   if (impl_->options.generate > 0) {
-    impl_->past_k_argument = index("past_k");
-    impl_->past_v_argument = index("past_v");
-    QKSCOPE_CHECK(args.size() == 4 && impl_->ids_argument < 4 && impl_->mask_argument < 4 &&
-                      impl_->past_k_argument < 4 && impl_->past_v_argument < 4,
+    impl_->decoder.past_k = index("past_k");
+    impl_->decoder.past_v = index("past_v");
+    impl_->decoder.cache_shape = impl_->options.cache_shape;
+    QKSCOPE_CHECK(args.size() == 4 && impl_->decoder.ids < 4 && impl_->decoder.mask < 4 &&
+                      impl_->decoder.past_k < 4 && impl_->decoder.past_v < 4,
                   "model '{}': --generate expects forward(input_ids, attention_mask, past_k, "
                   "past_v) in any order, got {}", model_path, impl_->module.forward_schema());
     return;
   }
-  QKSCOPE_CHECK(args.size() == 2 && impl_->ids_argument < 2 && impl_->mask_argument < 2,
+  QKSCOPE_CHECK(args.size() == 2 && impl_->decoder.ids < 2 && impl_->decoder.mask < 2,
                 "model '{}': expected forward(input_ids, attention_mask) in any order, got {}",
                 model_path, impl_->module.forward_schema());
 }
@@ -217,13 +197,11 @@ const CaptureModule& Server::module() const { return impl_->module; }
 const ServerOptions& Server::options() const { return impl_->options; }
 
 std::optional<int64_t> Server::vocab_size() const {
-  return embedding_rows(impl_->module.original(),
-                        {"word_embeddings.weight", "wte.weight", "embed_tokens.weight",
-                         "shared.weight"});
+  return vocabulary_size(impl_->module.original());
 }
 
 std::optional<int64_t> Server::max_positions() const {
-  return embedding_rows(impl_->module.original(), {"position_embeddings.weight", "wpe.weight"});
+  return position_count(impl_->module.original());
 }
 
 QkData Server::take_captured() {
@@ -255,8 +233,13 @@ ReportSummary Server::report() {
   summary.number = ++impl_->reports;
   summary.dir = impl_->options.out + "/report-" + std::to_string(summary.number);
   write_outputs(summary.dir, table, run);
+  // The q/k themselves (capture --qk recomputes the tables), with their sequence ranges.
+  write_qk_file(summary.dir + "/qk.safetensors", data,
+                sequence_metadata(impl_->ranges(summary.sequences), data));
   return summary;
 }
+
+const tools::SequenceIdentity& Server::identity() const { return impl_->identity; }
 
 RunStats Server::run(const std::vector<Request>& requests, const ResponseFn& on_response,
                      const ReportFn& on_report) {

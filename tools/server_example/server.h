@@ -18,6 +18,10 @@
 // request's forwards capture into a SequenceAssembler of its own (the store needs each sequence
 // whole), which hands the whole generated sequence to the shared StoreSink at the end; only that
 // hand-over holds the gate.
+// Sequence identity (issue 14): request n is captured as sequence prefix << 40 | n, the prefix
+// being the server's (ServerOptions::sequence_prefix, else random: tools/common/
+// sequence_identity.h); each report's qk.safetensors records the requests it holds as
+// sequences.* ranges, so that the files of several server processes merge with capture --qk.
 #pragma once
 
 #include <cstdint>
@@ -27,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "common/sequence_identity.h"
 #include "qkscope/qk_data.h"
 
 namespace c10 {
@@ -43,7 +48,7 @@ namespace qkscope::server {
 // (servers pad to a few shape buckets; here the next multiple of 8). Fed to the model as
 // input_ids and attention_mask, both [1, padded_length].
 struct Request {
-  int64_t number = 0;             // arrival order 0, 1, ...; also its sequence index in the store
+  int64_t number = 0;             // arrival order 0, 1, ...; sequence index prefix << 40 | number
   int64_t length = 0;             // valid tokens, >= 1
   int64_t padded_length = 0;      // >= length
   std::vector<int64_t> input_ids;       // [padded_length]: ids in 1..vocab-1, then 0 (padding)
@@ -51,7 +56,8 @@ struct Request {
 };
 
 // `count` requests with lengths uniform in 1..max_length and ids uniform in 1..vocab-1, from
-// a fixed seed: the same arguments give the same requests.
+// a fixed seed: the same arguments give the same requests. UsageError past 2^40 requests (the
+// request bits of a sequence index).
 std::vector<Request> make_requests(int64_t count, int max_length, int64_t vocab, uint64_t seed);
 
 struct ServerOptions {
@@ -71,6 +77,8 @@ struct ServerOptions {
   int64_t generate = 0;
   // Generation mode: {layers, heads, head_dim} of the cache, for the empty past of the prompt.
   std::vector<int64_t> cache_shape;
+  // Prefix of the sequence indices, 0..8191 (--sequence-prefix); nullopt: a random one.
+  std::optional<int64_t> sequence_prefix;
 };
 
 // What one report took out of the store.
@@ -78,7 +86,8 @@ struct ReportSummary {
   int number = 0;                   // n of out/report-n; 0 when nothing was captured (no files)
   std::string dir;                  // out/report-n; empty when nothing was written
   int64_t tokens = 0;               // tokens captured since the previous report
-  std::vector<int64_t> sequences;   // their sequence indices (= request numbers), ascending
+  std::vector<int64_t> sequences;   // their sequence indices (prefix << 40 | request number),
+                                    // ascending
 };
 
 struct RunStats {
@@ -120,9 +129,14 @@ class Server {
   QkData take_captured();
 
   // take_captured(), then compute_ctable (on this thread alone, so that the workers keep the
-  // other cores) and write_outputs into out/report-<n>. Writes nothing when nothing was
-  // captured. Thread-safe.
+  // other cores) and write_outputs into out/report-<n>, with the q/k as qk.safetensors (its
+  // sequences.* ranges: the runs of sampled requests it holds, so that the reports of one run
+  // and those of other processes all merge). Writes nothing when nothing was captured.
+  // Thread-safe.
   ReportSummary report();
+
+  // This server's sequence prefix and the source its q/k files name.
+  const tools::SequenceIdentity& identity() const;
 
   // Rows of the model's token embedding table (the vocabulary), when it has a recognisable one.
   std::optional<int64_t> vocab_size() const;
