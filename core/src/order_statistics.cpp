@@ -26,7 +26,7 @@ std::pair<double, double> two_by_selection(std::vector<double>& values, int64_t 
 // final selection larger, never wrong.
 std::pair<double, double> two_order_statistics(std::vector<double>& values, int64_t lo) {
   const auto n = static_cast<int64_t>(values.size());
-  if (n < 2048) return two_by_selection(values, lo);
+  if (n < 256) return two_by_selection(values, lo);
   double low = values[0], high = values[0];
   for (double v : values) {  // min and max (vectorised); NaN never arrives here
     low = std::min(low, v);

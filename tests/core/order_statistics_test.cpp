@@ -1,7 +1,7 @@
 // interpolated_order_statistic, median and small_order_statistics (core/src/order_statistics.cpp)
-// against a full sort, on both of their paths (a selection under 2048 values, bin counts then a
-// selection within the chosen bins otherwise), with ties, a value that holds most of the list, values spread over
-// decades, all values equal, two values, and a range too narrow for bins.
+// against a full sort, on both of their paths (a selection under 256 values, bin counts then a
+// selection within the chosen bins otherwise), with ties, a value that holds most of the list,
+// values spread over decades, all values equal, two values, and a range too narrow for bins.
 #include <gtest/gtest.h>
 
 #include <algorithm>
