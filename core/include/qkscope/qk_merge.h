@@ -18,7 +18,11 @@ namespace qkscope {
 // Recorded as qkscope's sequences.* metadata keys (SPEC 2 allows other keys; see the README):
 //   sequences.count      R, the number of ranges
 //   sequences.{i}.range  "B:E": the indices [B, E) offered to the sample (kept or not)
-//   sequences.{i}.source the input file of those sequences (capture --text/--ids/--inputs)
+//   sequences.{i}.source the input file of those sequences (capture --text/--ids/--inputs), or
+//                        the server process that captured them, "<kind>:<host>:<pid>:<start
+//                        time, UTC>" (qkscope_http_server: http-server, qkscope_server_example:
+//                        server-example; their indices are prefix << 40 | request number,
+//                        tools/common/sequence_identity.h)
 //   sequences.{i}.lines  the 1-based line in `source` of each kept sequence of the range, in
 //                        index order, comma-separated (--text, --ids; absent for --inputs)
 // Two files whose ranges overlap cannot be merged, even when their samples kept none of the
@@ -35,7 +39,7 @@ std::vector<std::pair<std::string, std::string>> sequence_metadata(
     const std::vector<SequenceRange>& ranges, const QkData& kept);
 
 // The ranges a file's metadata records (empty when it has no sequences.* keys: a file of
-// another tool, or of a server that numbers its own sequences). Throws FormatError naming
+// another tool, or of a server of an earlier qkscope). Throws FormatError naming
 // `file` on a malformed entry, a kept sequence outside every range, or a lines list whose
 // length is not the number of kept sequences of its range.
 std::vector<SequenceRange> read_sequence_ranges(const std::map<std::string, std::string>& metadata,
