@@ -42,6 +42,13 @@ struct CaptureModule::State {
 
 namespace detail {
 
+// An operand's [B, H, T, D] sizes and strides (elements).
+struct Geometry {
+  int64_t size[4] = {0, 0, 0, 0};
+  int64_t stride[4] = {0, 0, 0, 0};
+  c10::IntArrayRef sizes() const { return c10::IntArrayRef(size, 4); }
+};
+
 // Everything one forward with a session needs; lives on the forward's stack, reached by the
 // capture op through a thread_local pointer.
 class ForwardContext {
@@ -73,6 +80,13 @@ class ForwardContext {
 
   void bind_tokens(int64_t batch, int64_t q_len, int64_t k_len, int site);
   at::Tensor gather(const at::Tensor& t, const at::Tensor& head_index, bool keys);
+  // The tokens and `heads` of a CPU float operand as [n, H', D]: the operand's own memory when
+  // it already has that layout, else copied into `scratch`. group: query heads per key head
+  // (keys of grouped-query attention), 1 for queries.
+  const float* gather_cpu(const at::Tensor& t, const Geometry& g, const std::vector<int>& heads,
+                          int64_t group, bool keys, double unscale,
+                          std::vector<float>& scratch) const;
+  void make_index_tensors();  // row_index_, q_col_index_, k_col_index_ from the vectors
   void deliver(const Pending& p);
 
   CaptureModule::State& module_;
@@ -88,12 +102,13 @@ class ForwardContext {
   // Tokens of this forward, fixed by the first captured site. The mask (or the ids) spans the
   // whole sequence so far, L columns; q holds the last Tq of them (Tq < L when decoding with a
   // key/value cache) and k the last Tk (L with the cache, or Tq).
-  at::Tensor mask_;  // [B, L] bool on CPU, or undefined
+  at::Tensor mask_;  // [B, L] on CPU (nonzero: a token), or undefined
   at::Tensor ids_;   // [B, L] or [B, Tq] int64 on CPU, or undefined
   bool tokens_bound_ = false;
   int64_t batch_ = -1, total_len_ = -1, q_len_ = -1, k_len_ = -1;
   bool all_valid_ = true;  // every column of q and k is a real token, no cache: plain views
-  at::Tensor row_index_, q_col_index_, k_col_index_;  // [n] int64 on CPU
+  std::vector<int64_t> rows_, q_cols_, k_cols_;  // [n] each: batch row, q and k column
+  at::Tensor row_index_, q_col_index_, k_col_index_;  // the same as [n] int64 tensors, on CPU
   at::Tensor row_index_dev_, q_col_index_dev_, k_col_index_dev_;  // the same on device_
   std::vector<int64_t> sequence_, position_, token_id_;  // [n] each (token_id_ may be empty)
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 
 #include "capture_context.h"
 #include "qkscope/error.h"
@@ -38,12 +39,6 @@ void capture_fused_kernel(const at::Tensor& src, int64_t num_heads, const at::Te
                          norm_weight.value_or(at::Tensor()), norm_bias.value_or(at::Tensor()), site);
 }
 
-std::vector<int64_t> to_vector(const at::Tensor& t) {
-  at::Tensor c = t.to(at::kLong).contiguous();
-  const int64_t* p = c.data_ptr<int64_t>();
-  return std::vector<int64_t>(p, p + c.numel());
-}
-
 // An operand as [B, H, T, D] (a view where the layout allows one). Heads folded into the batch
 // are unfolded with the input batch size.
 at::Tensor to_bhtd(const at::Tensor& t, const OperandLayout& layout, int64_t batch) {
@@ -63,6 +58,39 @@ bool fits(const at::Tensor& t, const OperandLayout& layout, int64_t batch) {
   if (!layout.heads_folded) return true;
   return batch > 0 && t.size(layout.batch) % batch == 0;
 }
+
+// The [B, H, T, D] sizes and strides of an operand without building the view (to_bhtd's
+// geometry): heads folded into the batch split that axis as (batch, head).
+Geometry bhtd_geometry(const at::Tensor& t, const OperandLayout& layout, int64_t batch) {
+  Geometry g;
+  if (!layout.heads_folded) {
+    const int axes[4] = {layout.batch, layout.head, layout.token, layout.dim};
+    for (int i = 0; i < 4; ++i) {
+      g.size[i] = t.size(axes[i]);
+      g.stride[i] = t.stride(axes[i]);
+    }
+    return g;
+  }
+  const int64_t heads = t.size(layout.batch) / batch;
+  g.size[0] = batch;
+  g.size[1] = heads;
+  g.size[2] = t.size(layout.token);
+  g.size[3] = t.size(layout.dim);
+  g.stride[0] = heads * t.stride(layout.batch);
+  g.stride[1] = t.stride(layout.batch);
+  g.stride[2] = t.stride(layout.token);
+  g.stride[3] = t.stride(layout.dim);
+  return g;
+}
+
+// Scratch for the heads a CPU capture copies, per thread and reused: a captured forward
+// allocates nothing here once the buffers have grown (the malloc/free of per-call tensors was
+// among the top entries of a captured small request's profile).
+struct Scratch {
+  std::vector<float> q, k;
+  bool busy = false;  // a sink that runs a captured forward inside consume() gets its own
+};
+thread_local Scratch tls_scratch;
 
 }  // namespace
 
@@ -110,8 +138,9 @@ ForwardContext::ForwardContext(CaptureModule::State& module, CaptureSink& sink,
                   module_.name, what, shape_string(t.sizes()));
     return t.to(at::kCPU);
   };
+  // Any dtype; bind_tokens() reads it as "nonzero is a token".
   if (at::Tensor m = token_input(module_.mask_argument, module_.options.mask_argument); m.defined())
-    mask_ = m.ne(0);
+    mask_ = m;
   if (at::Tensor ids = token_input(module_.ids_argument, module_.options.ids_argument); ids.defined())
     ids_ = ids.to(at::kLong);
   // The mask may be longer than the ids: a decoder step with a key/value cache gets the new
@@ -144,37 +173,112 @@ void ForwardContext::bind_tokens(int64_t batch, int64_t q_len, int64_t k_len, in
   } else {
     first = session_.take_sequences(batch_);
   }
-  // The new tokens are the last q_len columns of the sequence so far.
+  // The new tokens are the last q_len columns of the sequence so far. Plain loops over the
+  // CPU mask: the tensor ops this took (nonzero, cumsum, index, ...) were a good part of a
+  // small request's capture cost.
   const int64_t new_begin = total_len_ - q_len;
-  auto opts = at::TensorOptions().dtype(at::kLong);
-  at::Tensor columns, position;
+  rows_.clear();
+  q_cols_.clear();
+  k_cols_.clear();
+  position_.clear();
+  std::vector<int64_t> columns;
   if (mask_.defined()) {
-    at::Tensor window = mask_.narrow(1, new_begin, q_len);
-    at::Tensor nz = window.nonzero();  // [n, 2], row-major order: by row, then column
-    row_index_ = nz.select(1, 0).contiguous();
-    columns = nz.select(1, 1) + new_begin;
-    // A token's position is its index among its row's real tokens, whichever side the padding
-    // is on (SPEC 1).
-    at::Tensor rank = mask_.to(at::kLong).cumsum(1) - 1;
-    position = rank.index({row_index_, columns});
-    all_valid_ = q_len == total_len_ && k_len == total_len_ && row_index_.numel() == batch_ * q_len;
+    const at::Tensor m = (mask_.scalar_type() == at::kLong ? mask_ : mask_.ne(0).to(at::kLong))
+                             .contiguous();
+    const int64_t* mp = m.data_ptr<int64_t>();
+    for (int64_t b = 0; b < batch_; ++b) {
+      // A token's position is its index among its row's real tokens, whichever side the
+      // padding is on (SPEC 1).
+      int64_t rank = 0;
+      for (int64_t c = 0; c < total_len_; ++c) {
+        if (mp[b * total_len_ + c] == 0) continue;
+        if (c >= new_begin) {
+          rows_.push_back(b);
+          columns.push_back(c);
+          position_.push_back(rank);
+        }
+        ++rank;
+      }
+    }
+    all_valid_ = q_len == total_len_ && k_len == total_len_ &&
+                 static_cast<int64_t>(rows_.size()) == batch_ * q_len;
   } else {
-    row_index_ = at::arange(batch_, opts).repeat_interleave(q_len);
-    columns = at::arange(new_begin, total_len_, opts).repeat({batch_});
-    position = columns;
+    for (int64_t b = 0; b < batch_; ++b)
+      for (int64_t c = new_begin; c < total_len_; ++c) {
+        rows_.push_back(b);
+        columns.push_back(c);
+        position_.push_back(c);
+      }
     all_valid_ = q_len == total_len_ && k_len == total_len_;
   }
-  q_col_index_ = (columns - new_begin).contiguous();
-  k_col_index_ = (columns - (total_len_ - k_len)).contiguous();
-  position_ = to_vector(position);
-  sequence_ = to_vector(row_index_);
-  for (int64_t& s : sequence_) s = explicit_sequences_ ? (*explicit_sequences_)[s] : first + s;
+  for (int64_t c : columns) {
+    q_cols_.push_back(c - new_begin);
+    k_cols_.push_back(c - (total_len_ - k_len));
+  }
+  sequence_.resize(rows_.size());
+  for (size_t i = 0; i < rows_.size(); ++i)
+    sequence_[i] = explicit_sequences_ ? (*explicit_sequences_)[rows_[i]] : first + rows_[i];
+  token_id_.clear();
   if (ids_.defined()) {
     // ids of the whole sequence, or of the new tokens only.
-    const int64_t ids_begin = ids_.size(1) == total_len_ ? 0 : total_len_ - ids_.size(1);
-    token_id_ = to_vector(ids_.index({row_index_, columns - ids_begin}));
+    const at::Tensor ids = ids_.contiguous();
+    const int64_t width = ids.size(1);
+    const int64_t ids_begin = width == total_len_ ? 0 : total_len_ - width;
+    const int64_t* ip = ids.data_ptr<int64_t>();
+    token_id_.resize(rows_.size());
+    for (size_t i = 0; i < rows_.size(); ++i)
+      token_id_[i] = ip[rows_[i] * width + columns[i] - ids_begin];
   }
+  row_index_ = at::Tensor();  // the index tensors of gather(), made when first needed
   tokens_bound_ = true;
+}
+
+void ForwardContext::make_index_tensors() {
+  if (row_index_.defined()) return;
+  auto tensor = [](const std::vector<int64_t>& v) {
+    return at::tensor(at::ArrayRef<int64_t>(v), at::TensorOptions().dtype(at::kLong));
+  };
+  row_index_ = tensor(rows_);
+  q_col_index_ = tensor(q_cols_);
+  k_col_index_ = tensor(k_cols_);
+}
+
+const float* ForwardContext::gather_cpu(const at::Tensor& t, const Geometry& g,
+                                        const std::vector<int>& heads, int64_t group, bool keys,
+                                        double unscale, std::vector<float>& scratch) const {
+  const int64_t n_heads = g.size[1] * group;  // query heads
+  const int64_t d = g.size[3];
+  const float* base = t.data_ptr<float>();
+  const bool identity = group == 1 && static_cast<int64_t>(heads.size()) == n_heads &&
+                        std::is_sorted(heads.begin(), heads.end());
+  // Every token of every row, every head, and the operand is the [B, T, H, D] tensor itself
+  // (BERT's view of its projection): the sink reads the model's memory, nothing is copied.
+  if (all_valid_ && identity && unscale == 1.0 && g.stride[3] == 1 && g.stride[1] == d &&
+      g.stride[2] == n_heads * d && (g.size[0] == 1 || g.stride[0] == g.size[2] * n_heads * d))
+    return base;
+  const std::vector<int64_t>& cols = keys ? k_cols_ : q_cols_;
+  const size_t n = rows_.size(), h_out = heads.size();
+  scratch.resize(n * h_out * static_cast<size_t>(d));
+  float* out = scratch.data();
+  // Scalings the captured tensors still carry (applied before a reshape, or in place), divided
+  // out in float as the tensor division did.
+  const float divisor = static_cast<float>(unscale);
+  for (size_t i = 0; i < n; ++i) {
+    const float* token = base + rows_[i] * g.stride[0] + cols[i] * g.stride[2];
+    for (size_t j = 0; j < h_out; ++j) {
+      // Grouped-query keys: query head h attends with key head h / (H / H_kv).
+      const float* src = token + (heads[j] / group) * g.stride[1];
+      float* dst = out + (i * h_out + j) * d;
+      if (g.stride[3] == 1 && unscale == 1.0) {
+        std::memcpy(dst, src, static_cast<size_t>(d) * sizeof(float));
+      } else {
+        for (int64_t x = 0; x < d; ++x) dst[x] = src[x * g.stride[3]];
+        if (unscale != 1.0)
+          for (int64_t x = 0; x < d; ++x) dst[x] /= divisor;
+      }
+    }
+  }
+  return out;
 }
 
 at::Tensor ForwardContext::gather(const at::Tensor& t, const at::Tensor& head_index, bool keys) {
@@ -185,6 +289,7 @@ at::Tensor ForwardContext::gather(const at::Tensor& t, const at::Tensor& head_in
     // Every token, every head: the [B, S, H, D] view, copied only when not already contiguous.
     out = t.permute({0, 2, 1, 3}).contiguous().view({batch_ * t.size(2), n_heads, t.size(3)});
   } else {
+    make_index_tensors();
     const at::Tensor& rows = t.is_cpu() ? row_index_ : row_index_dev_;
     const at::Tensor& cols = keys ? (t.is_cpu() ? k_col_index_ : k_col_index_dev_)
                                   : (t.is_cpu() ? q_col_index_ : q_col_index_dev_);
@@ -228,10 +333,10 @@ void ForwardContext::capture(const at::Tensor& q_operand, const at::Tensor& k_op
                     module_.options.ids_argument);
       return;
     }
-    const at::Tensor q = to_bhtd(q_operand, description.q_layout, batch);
-    const at::Tensor k = to_bhtd(k_operand, description.k_layout, batch);
-    const int64_t n_heads = q.size(1), head_dim = q.size(3), kv_heads = k.size(1);
-    QKSCOPE_CHECK(k.size(0) == q.size(0) && k.size(3) == head_dim && kv_heads > 0 &&
+    const Geometry q = bhtd_geometry(q_operand, description.q_layout, batch);
+    const Geometry k = bhtd_geometry(k_operand, description.k_layout, batch);
+    const int64_t n_heads = q.size[1], head_dim = q.size[3], kv_heads = k.size[1];
+    QKSCOPE_CHECK(k.size[0] == q.size[0] && k.size[3] == head_dim && kv_heads > 0 &&
                       n_heads % kv_heads == 0,
                   "model '{}', site {}: q {} and k {} are not [batch, heads, seq, head_dim] "
                   "attention operands", module_.name, site, shape_string(q.sizes()),
@@ -260,14 +365,43 @@ void ForwardContext::capture(const at::Tensor& q_operand, const at::Tensor& k_op
       identity = identity && heads[i] == static_cast<int>(i);
     }
 
-    if (!tokens_bound_) bind_tokens(q.size(0), q.size(2), k.size(2), static_cast<int>(site));
-    QKSCOPE_CHECK(q.size(0) == batch_ && q.size(2) == q_len_ && k.size(2) == k_len_,
+    if (!tokens_bound_) bind_tokens(q.size[0], q.size[2], k.size[2], static_cast<int>(site));
+    QKSCOPE_CHECK(q.size[0] == batch_ && q.size[2] == q_len_ && k.size[2] == k_len_,
                   "model '{}', site {} ({}): q {} and k {} as [batch, heads, tokens, head_dim] do "
                   "not match this forward's tokens ({} rows, {} queries, {} keys; cross-attention "
                   "is not captured)", module_.name, site, description.module,
                   shape_string(q.sizes()), shape_string(k.sizes()), batch_, q_len_, k_len_);
     if (sequence_.empty()) return;
 
+    // CPU float operands delivered now (the common case): the heads are read straight from
+    // the operands' strides into per-thread scratch, or not copied at all, with no tensor op.
+    if (!defer_ && q_operand.is_cpu() && k_operand.is_cpu() &&
+        q_operand.scalar_type() == at::kFloat && k_operand.scalar_type() == at::kFloat) {
+      Scratch local;
+      Scratch& scratch = tls_scratch.busy ? local : tls_scratch;
+      scratch.busy = true;
+      struct Release {
+        Scratch& s;
+        ~Release() { s.busy = false; }
+      } release{scratch};
+      QkBatch b;
+      b.layer = description.layer;
+      b.n_tokens = static_cast<int64_t>(sequence_.size());
+      b.n_heads = static_cast<int>(heads.size());
+      b.head_dim = static_cast<int>(head_dim);
+      b.q = gather_cpu(q_operand, q, heads, 1, /*keys=*/false, q_unscale, scratch.q);
+      b.k = gather_cpu(k_operand, k, heads, n_heads / kv_heads, /*keys=*/true, k_unscale,
+                       scratch.k);
+      b.sequence = sequence_.data();
+      b.position = position_.data();
+      b.token_id = token_id_.empty() ? nullptr : token_id_.data();
+      count_capture_copies(2);
+      sink_.consume(description, b);
+      return;
+    }
+
+    const at::Tensor qt = to_bhtd(q_operand, description.q_layout, batch);
+    const at::Tensor kt = to_bhtd(k_operand, description.k_layout, batch);
     at::Tensor q_heads, k_heads;  // undefined: all heads in order
     if (!identity || kv_heads != n_heads) {
       auto opts = at::TensorOptions().dtype(at::kLong);
@@ -277,16 +411,17 @@ void ForwardContext::capture(const at::Tensor& q_operand, const at::Tensor& k_op
       if (kv_heads != n_heads) k_heads = h.div(n_heads / kv_heads, "floor");
       else k_heads = q_heads;
     }
-    if (!q.is_cpu() && (!row_index_dev_.defined() || row_index_dev_.device() != q.device())) {
-      row_index_dev_ = row_index_.to(q.device());
-      q_col_index_dev_ = q_col_index_.to(q.device());
-      k_col_index_dev_ = k_col_index_.to(q.device());
+    if (!qt.is_cpu() && (!row_index_dev_.defined() || row_index_dev_.device() != qt.device())) {
+      make_index_tensors();
+      row_index_dev_ = row_index_.to(qt.device());
+      q_col_index_dev_ = q_col_index_.to(qt.device());
+      k_col_index_dev_ = k_col_index_.to(qt.device());
     }
     Pending p;
     p.description = description;
     p.heads = std::move(heads);
-    p.q = gather(q, q_heads, /*keys=*/false);
-    p.k = gather(k, k_heads, /*keys=*/true);
+    p.q = gather(qt, q_heads, /*keys=*/false);
+    p.k = gather(kt, k_heads, /*keys=*/true);
     // Scalings the captured tensors still carry (applied before a reshape, or in place).
     if (q_unscale != 1.0) p.q = p.q / q_unscale;
     if (k_unscale != 1.0) p.k = p.k / k_unscale;
