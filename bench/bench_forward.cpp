@@ -16,7 +16,7 @@
 //                           all-ones mask, explicit sequence index as tools/http_server passes)
 //                           on the small reference BERT (`small`, models/bert.pt: 3 sites x 4
 //                           heads x 16) and on BERT-base (`base`): /plain against itself,
-//                           /captured into one QkStore kept over the whole run (no budget: the
+//                           /no_session (the instrumented model, capture off), /captured into one QkStore kept over the whole run (no budget: the
 //                           store grows) and /budget (a 5,000-token budget: the steady state
 //                           evicts a sequence per request). Counters as BM_Forward, in
 //                           microseconds, plus delta_us (median of the per-pair differences
@@ -515,7 +515,7 @@ RequestFixture& request_fixture(bool small) {
   return b;
 }
 
-enum class RequestVariant { plain, captured, budget };
+enum class RequestVariant { plain, no_session, captured, budget };
 
 void BM_Request(benchmark::State& state, bool small, RequestVariant variant) {
   RequestFixture& r = request_fixture(small);
@@ -544,6 +544,10 @@ void BM_Request(benchmark::State& state, bool small, RequestVariant variant) {
   auto run_variant = [&] {
     if (variant == RequestVariant::plain) {
       module.forward_original(r.request);
+      return;
+    }
+    if (variant == RequestVariant::no_session) {
+      module.forward(r.request);
       return;
     }
     qkscope::CaptureSession session(sink);
@@ -597,6 +601,7 @@ void register_all() {
   const int request_pairs = env_int("QKSCOPE_BENCH_REQUEST_PAIRS", 2000);
   const std::pair<const char*, RequestVariant> requests[] = {
       {"plain", RequestVariant::plain},
+      {"no_session", RequestVariant::no_session},
       {"captured", RequestVariant::captured},
       {"budget", RequestVariant::budget}};
   for (bool small : {true, false})

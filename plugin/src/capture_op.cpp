@@ -182,6 +182,8 @@ void ForwardContext::bind_tokens(int64_t batch, int64_t q_len, int64_t k_len, in
   k_cols_.clear();
   position_.clear();
   std::vector<int64_t> columns;
+  const size_t most = static_cast<size_t>(batch_ * q_len);
+  for (std::vector<int64_t>* v : {&rows_, &q_cols_, &k_cols_, &position_, &columns}) v->reserve(most);
   if (mask_.defined()) {
     const at::Tensor m = (mask_.scalar_type() == at::kLong ? mask_ : mask_.ne(0).to(at::kLong))
                              .contiguous();
