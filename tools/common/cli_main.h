@@ -1,6 +1,9 @@
 // The main() of qkscope's server programs: one line on stderr per error and the exit status of
-// tools/capture (0 success, 2 usage error, 1 anything else). Header-only.
+// tools/capture (0 success, 2 usage error, 1 anything else). Header-only (CLI11 is the
+// programs').
 #pragma once
+
+#include <CLI/CLI.hpp>
 
 #include <exception>
 #include <iostream>
@@ -14,6 +17,20 @@ namespace qkscope::tools {
 inline std::string first_line(const std::string& text) {
   std::string line = text.substr(0, text.find('\n'));
   return line.empty() ? "unknown error" : line;
+}
+
+// Parses argv into `app`'s options. False when --help was asked for (the help is printed on
+// stdout); a parse error is thrown as UsageError.
+inline bool parse_or_help(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return false;
+  } catch (const CLI::ParseError& e) {
+    throw UsageError(e.what());
+  }
+  return true;
 }
 
 // main() of a program whose `parse(argc, argv)` returns its options (nullopt: --help was

@@ -142,14 +142,7 @@ std::optional<Options> parse(int argc, char** argv) {
                  "write one line per request: endpoint status request captured tokens\n"
                  "queue_ms total_ms")
       ->type_name("FILE")->group("Capture");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::cout << app.help();
-    return std::nullopt;
-  } catch (const CLI::ParseError& e) {
-    throw qkscope::UsageError(e.what());
-  }
+  if (!qkscope::tools::parse_or_help(app, argc, argv)) return std::nullopt;
   QKSCOPE_CHECK_AS(qkscope::UsageError, o.allow_remote || is_loopback(o.host),
                    "--host {}: not a loopback address; add --allow-remote to listen there",
                    o.host);

@@ -76,14 +76,7 @@ std::optional<Options> parse(int argc, char** argv) {
                  "random), so that the reports' qk.safetensors of several processes merge\n"
                  "(capture --qk a b); give each process its own P to reproduce a run")
       ->type_name("P");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::cout << app.help();
-    return std::nullopt;
-  } catch (const CLI::ParseError& e) {
-    throw qkscope::UsageError(e.what());
-  }
+  if (!qkscope::tools::parse_or_help(app, argc, argv)) return std::nullopt;
   QKSCOPE_CHECK_AS(qkscope::UsageError, o.requests >= 0, "--requests: expected >= 0, got {}",
                    o.requests);
   QKSCOPE_CHECK_AS(qkscope::UsageError, o.max_length >= 1, "--max-length: expected >= 1, got {}",
