@@ -112,9 +112,14 @@ def main():
             svg.append(f'<text x="{LEFT[0] + PANEL_W / 2}" y="{TOP + PANEL_H - 26 + 14 * i}" text-anchor="middle" '
                        f'font-size="11" fill="#555">{esc(line)}</text>')
     rss = [r["max_rss_kb"] / 1024 for r in runs]
-    panel(svg, LEFT[1], f"peak RSS (--max-tokens {data['max_tokens']:,})", xs, [
-        ("peak RSS", "#d62728", False, rss),
-    ], "MB", lambda t: f"{t:g}")
+    rss_series = [("peak RSS", "#d62728", False, rss)]
+    # baseline_runs (optional): the same sizes with the code before a change (e.g. the corpus read
+    # whole before the first batch), drawn dashed for comparison; one run per size.
+    base = {r["tokens"]: r["max_rss_kb"] / 1024 for r in data.get("baseline_runs", [])}
+    if base and all(x in base for x in xs):
+        rss_series.append((data.get("baseline_label", "before"), "#999999", True, [base[x] for x in xs]))
+    panel(svg, LEFT[1], f"peak RSS (--max-tokens {data['max_tokens']:,})", xs, rss_series,
+          "MB", lambda t: f"{t:g}")
     # Slope of RSS against corpus tokens (least squares over every run): what still grows.
     mx, my = sum(xs) / len(xs), sum(rss) / len(rss)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, rss)) / sum((x - mx) ** 2 for x in xs)
