@@ -1,7 +1,7 @@
 // mpirun -np K capture as a user runs it: the built-in example model over the first 203 lines of
 // its corpus (26 batches of 8, the last one partial). For K = 1, 2 and 3 (oversubscribed on
-// this 2-core machine) heads.csv and scales.csv must be byte for byte those of the run without
-// mpirun, with and without a --max-tokens budget that binds; a failing rank ends the run with
+// this 2-core machine) heads.csv, scales.csv and the saved q/k must be byte for byte those of
+// the run without mpirun, with and without a --max-tokens budget that binds; a failing rank ends the run with
 // one error line and a non-zero status, within the timeout.
 #include <gtest/gtest.h>
 
@@ -79,16 +79,26 @@ class MpiTest : public ::testing::Test {
 };
 
 TEST_F(MpiTest, RanksGiveTheTablesOfOneProcess) {
+  // And the saved q/k of one process, byte for byte: the merged sample, its counts and cutoff,
+  // and the sequences.* keys (the line of each kept sequence, which rank 0 notes for every
+  // rank's batches while it reads the corpus).
+  const auto save = [&](const std::string& name) {
+    return " --save-qk " + (dir_ / (name + ".qk")).string();
+  };
   for (const std::string budget : {"", "--max-tokens 2500"}) {
     SCOPED_TRACE("budget: '" + budget + "'");
-    ASSERT_EQ(capture(args("plain", budget)).status, 0);
+    ASSERT_EQ(capture(args("plain", budget + save("plain"))).status, 0);
+    const std::string plain_qk = read_text(dir_ / "plain.qk");
+    ASSERT_NE(plain_qk.find("sequences.0.lines"), std::string::npos);
     for (int np : {1, 2, 3}) {
       const std::string out = "np" + std::to_string(np);
       fs::remove_all(dir_ / out);
-      const Result r = mpirun(np, args(out, budget));
+      fs::remove(dir_ / (out + ".qk"));
+      const Result r = mpirun(np, args(out, budget + save(out)));
       ASSERT_EQ(r.status, 0) << "np " << np << ": " << r.err;
       EXPECT_EQ(r.err, "") << "np " << np;  // --quiet: nothing from any rank
       expect_tables_equal("plain", out);
+      EXPECT_TRUE(read_text(dir_ / (out + ".qk")) == plain_qk) << "np " << np << ": the saved q/k differs";
     }
   }
 }
