@@ -161,6 +161,27 @@ TEST_F(ResumeTest, RefusesACheckpointOfOtherSettingsNamingTheDifference) {
   EXPECT_NE(corpus.err.find("corpus (--text) differs"), std::string::npos) << corpus.err;
 }
 
+TEST_F(ResumeTest, RefusesACheckpointWhoseLinesAreNotTheCorpus) {
+  // The checkpoint's first recorded line changed in place (same length, the header stays
+  // valid): the resumed run reads the corpus again and finds that sequence on another line.
+  ASSERT_EQ(run("QKSCOPE_TEST_CRASH=forward:90", args("a") + " --checkpoint " + ckpt() +
+                                                     " --checkpoint-every 16").status,
+            128 + SIGKILL);
+  std::string bytes = read_text(ckpt());
+  const std::string key = "\"sequences.0.lines\":\"";
+  const size_t at = bytes.find(key);
+  ASSERT_NE(at, std::string::npos);
+  char& digit = bytes[at + key.size()];
+  ASSERT_TRUE(digit >= '1' && digit <= '9');
+  digit = digit == '9' ? '8' : static_cast<char>(digit + 1);
+  std::ofstream(ckpt(), std::ios::binary | std::ios::trunc) << bytes;
+  CliRun resumed = run("", args("a") + " --resume " + ckpt());
+  EXPECT_EQ(resumed.status, 1) << resumed.err;
+  EXPECT_NE(resumed.err.find("the checkpoint kept sequence"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("but this corpus has it at line"), std::string::npos) << resumed.err;
+  EXPECT_FALSE(fs::exists(dir_ / "a" / "heads.csv"));
+}
+
 TEST_F(ResumeTest, FullDiskKeepsThePreviousCheckpointAndStops) {
   // A 1 MB file size limit: the first checkpoints fit, a later one does not.
   CliRun full = run("ulimit -f 1024;", args("out") + " --checkpoint " + ckpt() + " --checkpoint-every 8");

@@ -207,9 +207,14 @@ int run_model_mode(const CaptureOptions& o) {
                                 "corpus ({} sequences)", o.resume, point.next_sequence,
                                 reader->sequences_read()));
       }
-      const double cutoff = store.counts().cutoff;
       for (const SequenceRange& r : point.ranges)
-        for (const auto& [sequence, line] : r.lines) lines.note(sequence, line, cutoff);
+        for (const auto& [sequence, line] : r.lines) {
+          const std::optional<int64_t> here = lines.line_of(sequence);
+          QKSCOPE_CHECK(here == line,
+                        "--resume {}: the checkpoint kept sequence {} as line {} of {}, but this "
+                        "corpus has it at {}", o.resume, sequence, line, r.source,
+                        here ? "line " + std::to_string(*here) : std::string("no line"));
+        }
     }
     if (checkpointer.enabled()) set_interrupt_grace(60000);  // the rest of a forward + the write
     int64_t tokens_done = store.tokens_seen();

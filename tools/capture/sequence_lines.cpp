@@ -20,6 +20,12 @@ void SequenceLines::prune(double cutoff) {
   after_prune_ = lines_.size();
 }
 
+std::optional<int64_t> SequenceLines::line_of(int64_t sequence) const {
+  const auto it = lines_.find(sequence);
+  if (it == lines_.end()) return std::nullopt;
+  return it->second;
+}
+
 std::vector<std::pair<int64_t, int64_t>> SequenceLines::lines() const {
   return {lines_.begin(), lines_.end()};
 }

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,8 @@ class SequenceLines {
   // (amortised: a store's cutoff falls as it evicts).
   void prune(double cutoff);
 
+  // The line noted for `sequence`, if any.
+  std::optional<int64_t> line_of(int64_t sequence) const;
   // (sequence, line) in increasing sequence order: SequenceRange::lines.
   std::vector<std::pair<int64_t, int64_t>> lines() const;
   size_t size() const { return lines_.size(); }
