@@ -121,6 +121,27 @@ size_t class_size(size_t bytes) {
   return (std::max<size_t>(bytes, 1) + step - 1) / step * step;
 }
 
+// The size of a chunk for blocks of `size` bytes: whole huge pages, which the blocks fill to
+// within 1/64 where some count of them up to 16 MB does (else the best count found).
+size_t chunk_bytes(size_t size) {
+  constexpr size_t kMost = size_t{16} << 20;
+  if (size <= (size_t{64} << 10)) return kHuge;  // a tail of under 64 kB: under 1/32
+  size_t best = 0;
+  double best_waste = 2;
+  for (size_t n = 1; n * size <= kMost; ++n) {
+    const size_t used = n * size;
+    const size_t bytes = (used + kHuge - 1) / kHuge * kHuge;
+    const size_t blocks = bytes / size;  // the chunk's tail may hold more than n
+    const double waste = static_cast<double>(bytes - blocks * size) / static_cast<double>(bytes);
+    if (waste < best_waste) {
+      best = bytes;
+      best_waste = waste;
+    }
+    if (waste <= 1.0 / 64) break;
+  }
+  return best;
+}
+
 }  // namespace
 
 StoreArena::~StoreArena() {
@@ -138,7 +159,8 @@ void* StoreArena::allocate(size_t bytes, size_t* granted) {
     // A block of its own, whole huge pages. A pooled block of about this size first: its pages
     // are mapped and touched. At most a quarter larger, so that a short sequence does not hold
     // a long one's memory.
-    const size_t mapped = (size + kHuge - 1) / kHuge * kHuge;
+    const size_t huge = (size + kHuge - 1) / kHuge * kHuge;
+    const size_t mapped = huge - size <= size / 8 ? huge : (size + kPage - 1) / kPage * kPage;
     auto it = pool_.lower_bound(mapped);
     void* p = nullptr;
     if (it != pool_.end() && it->first <= mapped + mapped / 4) {
@@ -160,24 +182,30 @@ void* StoreArena::allocate(size_t bytes, size_t* granted) {
     ++chunk_of(p).live;
     return p;
   }
-  if (bump_ == nullptr || bump_left_ < size) {
-    // A new chunk (a spare one first); the old chunk's tail, under one block, is left unused.
+  Bump& bump = bump_[size];
+  if (bump.chunk == nullptr || bump.left < size) {
+    // A new chunk for this class (a spare one first); the old chunk's tail is left unused.
+    const size_t bytes = chunk_bytes(size);
     char* base = nullptr;
-    if (!spare_.empty()) {
-      base = spare_.back();
-      spare_.pop_back();
-    } else {
-      base = static_cast<char*>(map_pages(kChunk, /*huge=*/true));
-      chunks_.emplace(base, Chunk{kChunk, 0});
+    for (size_t i = 0; i < spare_.size(); ++i)
+      if (chunks_.at(spare_[i]).bytes >= size) {
+        base = spare_[i];
+        spare_.erase(spare_.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+    if (base == nullptr) {
+      base = static_cast<char*>(map_pages(bytes, /*huge=*/true));
+      chunks_.emplace(base, Chunk{bytes, 0});
+      chunk_bytes_ += bytes;
     }
-    bump_ = base;
-    bump_left_ = kChunk;
-    bump_chunk_ = base;
+    bump.chunk = base;
+    bump.next = base;
+    bump.left = chunks_.at(base).bytes;
   }
-  void* p = bump_;
-  bump_ += size;
-  bump_left_ -= size;
-  ++chunks_.at(bump_chunk_).live;
+  void* p = bump.next;
+  bump.next += size;
+  bump.left -= size;
+  ++chunks_.at(bump.chunk).live;
   return p;
 }
 
@@ -219,22 +247,29 @@ void StoreArena::release(void* p, size_t granted, bool keep) {
     list.erase(std::remove_if(list.begin(), list.end(),
                               [&](void* q) { return q >= base && q < end; }),
                list.end());
-  if (bump_chunk_ == base) {
-    bump_ = nullptr;
-    bump_left_ = 0;
-    bump_chunk_ = nullptr;
-  }
+  for (auto& [cls, bump] : bump_)
+    if (bump.chunk == base) bump = Bump();
   if (keep && spare_.size() < kSpareChunks) {
     spare_.push_back(base);
     return;
   }
   unmap_pages(base, it->second.bytes);
+  chunk_bytes_ -= it->second.bytes;
   chunks_.erase(it);
+  if (keep) return;
+  // take(): the spares go too.
+  for (char* spare : spare_) {
+    auto s = chunks_.find(spare);
+    unmap_pages(spare, s->second.bytes);
+    chunk_bytes_ -= s->second.bytes;
+    chunks_.erase(s);
+  }
+  spare_.clear();
 }
 
 size_t StoreArena::mapped_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return chunks_.size() * kChunk + large_live_bytes_ + pool_bytes_;
+  return chunk_bytes_ + large_live_bytes_ + pool_bytes_;
 }
 
 size_t StoreArena::pooled_bytes() const {

@@ -56,18 +56,20 @@ namespace detail {
 // a model's short-lived tensors, so every forward after them grew the heap anew and faulted its
 // pages in (+160 us per captured 33-token request of the small BERT, BM_Request/small/captured),
 // and freeing them in take() was slow (3x) and left them resident beside the assembled QkData.
-//  - Blocks up to kCarveMax bytes are carved from kChunk mappings in size classes (256-byte
-//    steps to 64 kB, 4 kB above), each class with a free list: blocks of evicted sequences serve
-//    later ones. A chunk whose blocks are all free is kept whole as a spare (up to kSpareChunks)
+//  - Blocks up to kCarveMax bytes are carved in size classes (256-byte steps to 64 kB, 4 kB
+//    above) from chunks of one class each, sized in whole huge pages that the class's blocks
+//    fill to within 1/64 (BERT-base's 384 kB site buffers: 16 to a 6 MB chunk; 8 MB chunks
+//    shared by all classes held +16 % of the store at take()'s peak, as tails and half-freed
+//    chunks). Each class has a free list: blocks of evicted sequences serve later ones. A chunk whose blocks are all free is kept whole as a spare (up to kSpareChunks)
 //    when an eviction emptied it, and unmapped when take() did.
-//  - Larger blocks get mappings of their own; freed by an eviction they wait in a pool of at
+//  - Larger blocks get mappings of their own (whole huge pages where that adds at most 1/8,
+//    else whole 4 kB pages); freed by an eviction they wait in a pool of at
 //    most kPoolMax bytes for a later block of about their size, freed by take() they are unmapped.
 //  Mappings ask for transparent huge pages (where the kernel offers them), whose first touch is
 //  far cheaper than 4 kB pages' on a VM; otherwise they are populated at once.
 // Thread-safe.
 class StoreArena {
  public:
-  static constexpr size_t kChunk = size_t{8} << 20;
   static constexpr size_t kCarveMax = size_t{2} << 20;
   static constexpr size_t kSpareChunks = 4;
   static constexpr size_t kPoolMax = size_t{256} << 20;
@@ -91,14 +93,18 @@ class StoreArena {
     size_t bytes = 0;
     size_t live = 0;  // blocks handed out
   };
+  struct Bump {       // a class's chunk that blocks are carved from, and its free tail
+    char* chunk = nullptr;
+    char* next = nullptr;
+    size_t left = 0;
+  };
   Chunk& chunk_of(void* p);  // requires mutex_
 
   mutable std::mutex mutex_;
   std::map<char*, Chunk> chunks_;               // by base address
   std::vector<char*> spare_;                    // empty chunks kept whole
-  char* bump_chunk_ = nullptr;                  // the chunk blocks are carved from
-  char* bump_ = nullptr;                        // its free tail
-  size_t bump_left_ = 0;
+  size_t chunk_bytes_ = 0;                      // all chunks together
+  std::map<size_t, Bump> bump_;                 // by class size
   std::map<size_t, std::vector<void*>> free_;   // free carved blocks by class size
   std::multimap<size_t, void*> pool_;           // freed large blocks by size
   size_t pool_bytes_ = 0, large_live_bytes_ = 0;
