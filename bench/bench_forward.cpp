@@ -418,9 +418,10 @@ void BM_GraphDiff(benchmark::State& state) {
 // The store's side of full capture alone, without a model: the 12 sites of one BERT-base forward
 // (8 sequences x 128 tokens, 12 heads x 64) added to a fresh QkStore, as StoreSink does. Time
 // per forward; the store is built and freed outside the timing. /prefaulted first sets malloc
-// to keep freed memory (no mmap, no trimming), so the store's vectors land on pages already
-// touched: the difference to /fresh is the cost of first-touch page faults. It changes malloc
-// for the rest of the process, so it is registered last.
+// to keep freed memory (no mmap, no trimming). The store's buffers no longer come from malloc
+// (QkStore's arena: huge-page chunks of its own), so both now measure the arena on memory the
+// store maps afresh; /prefaulted stays for comparison with older figures. It changes malloc for
+// the rest of the process, so it is registered last.
 void BM_StoreAdd(benchmark::State& state, bool prefaulted) {
   if (prefaulted) {
     mallopt(M_MMAP_MAX, 0);
