@@ -363,7 +363,10 @@ void BM_CaptureOp(benchmark::State& state) {
   for (auto _ : state) {
     stack.emplace_back(q);
     stack.emplace_back(k);
-    stack.emplace_back(int64_t{0});
+    stack.emplace_back(int64_t{0});  // site
+    stack.emplace_back(0.125);        // prescale
+    stack.emplace_back(1.0);          // q_unscale
+    stack.emplace_back(1.0);          // k_unscale
     handle->callBoxed(&stack);
     stack.clear();
   }
