@@ -473,17 +473,23 @@ QkData QkStore::take() {
     out.head_index = site.meta.head_index;
     out.n_heads = static_cast<int>(site.meta.head_index.size());
     out.head_dim = std::max(site.head_dim, 0);
+    // Reserved, not touched: the pages are faulted in as the copy below reaches them.
     out.q.reserve(n * out.n_heads * out.head_dim);
     out.k.reserve(n * out.n_heads * out.head_dim);
-    for (auto& [seq, entry] : order) {
+    data.sites.push_back(std::move(out));
+  }
+  // Sequence by sequence, every site of a sequence, then its buffers are freed (back to the
+  // kernel, not to the pool): an arena chunk holds the buffers of neighbouring sequences of all
+  // sites, so it empties, and is unmapped, as the copy passes it. Site by site, no chunk would
+  // empty before the last site, and take() would hold the sample twice.
+  for (auto& [seq, entry] : order) {
+    for (size_t slot = 0; slot < sites_.size(); ++slot) {
+      SiteData& out = data.sites[slot];
       out.q.insert(out.q.end(), entry->q[slot].begin(), entry->q[slot].end());
       out.k.insert(out.k.end(), entry->k[slot].begin(), entry->k[slot].end());
-      // Free as we go (back to the kernel, not to the pool), so take() needs little more
-      // memory than the store itself.
       entry->q[slot].reset(false);
       entry->k[slot].reset(false);
     }
-    data.sites.push_back(std::move(out));
   }
   kept_.clear();
   by_priority_.clear();
