@@ -260,12 +260,16 @@ struct RowBlock {
   int64_t first, rows;
 };
 
-// Weighted sums of one (query, scale) over its near keys, for the two-pass correlation.
+// Weighted sums of one (query, scale) over its near keys, in one pass: the moments of x and y
+// about a shift (x0, y0), the bucket's first near item, so that the centred moments come out as
+// differences of sums without the cancellation of raw sums (the shift is within the items'
+// range: its error is a few units of the spread's squares, far under the tests' 1e-6).
 struct QueryScaleMoments {
   int64_t n = 0;
-  double sw = 0, sx = 0, sy = 0;
+  double x0 = 0, y0 = 0;
+  double sw = 0, sx = 0, sy = 0;  // sum w, sum w dx, sum w dy (dx = x - x0, dy = y - y0)
   double x_min = kInf, x_max = -kInf, y_min = kInf, y_max = -kInf;
-  double cxx = 0, cyy = 0, cxy = 0;
+  double cxx = 0, cyy = 0, cxy = 0;  // sum w dx dx, sum w dy dy, sum w dx dy
 };
 
 // Buffers one worker reuses across the heads it computes.
@@ -598,8 +602,8 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
 }
 
 // Adds the weighted Pearson correlation of x and y of every (query, scale) of a row block over
-// its near keys (y < d, weights (d - y)^2) to `out`, two-pass: sums and means, then the centred
-// moments. A query whose x or y takes a single value has zero weighted variance (weights
+// its near keys (y < d, weights (d - y)^2) to `out`, in one pass over the items (the moments
+// about a shift, QueryScaleMoments). A query whose x or y takes a single value has zero weighted variance (weights
 // are positive, so that is the only way) and no r. The near items are listed first, branch-free:
 // about half the block's items are near, and a branch on it mispredicts as often as not.
 void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size_t n_scales,
@@ -631,12 +635,21 @@ void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size
     const double x = xs[t], y = ys[t];
     const uint32_t bucket = bucket_of(t);
     QueryScaleMoments& m = moments[bucket];
-    if (m.n == 0) touched.push_back(bucket);
+    if (m.n == 0) {
+      touched.push_back(bucket);
+      m.x0 = x;
+      m.y0 = y;
+    }
     const double w = (d - y) * (d - y);
+    const double dx = x - m.x0, dy = y - m.y0;
+    const double wx = w * dx, wy = w * dy;
     ++m.n;
     m.sw += w;
-    m.sx += w * x;
-    m.sy += w * y;
+    m.sx += wx;
+    m.sy += wy;
+    m.cxx += wx * dx;
+    m.cyy += wy * dy;
+    m.cxy += wx * dy;
     m.x_min = std::min(m.x_min, x);
     m.x_max = std::max(m.x_max, x);
     m.y_min = std::min(m.y_min, y);
@@ -644,22 +657,12 @@ void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size
   }
   for (uint32_t bucket : touched) {
     QueryScaleMoments& m = moments[bucket];
-    m.sx /= m.sw;  // now the weighted means
-    m.sy /= m.sw;
-  }
-  for (size_t u = 0; u < n_near; ++u) {
-    const uint32_t t = near[u];
-    const double x = xs[t], y = ys[t];
-    QueryScaleMoments& m = moments[bucket_of(t)];
-    // Buckets of fewer than 3 items get no r: their moments are left unused (no branch).
-    const double w = (d - y) * (d - y);
-    const double dx = x - m.sx, dy = y - m.sy;
-    m.cxx += w * dx * dx;
-    m.cyy += w * dy * dy;
-    m.cxy += w * dx * dy;
-  }
-  for (uint32_t bucket : touched) {
-    QueryScaleMoments& m = moments[bucket];
+    // The centred moments: sum w (dx - mean dx)^2 = sum w dx^2 - (sum w dx)^2 / sum w, ...
+    if (m.sw > 0) {
+      m.cxx -= m.sx * (m.sx / m.sw);
+      m.cyy -= m.sy * (m.sy / m.sw);
+      m.cxy -= m.sx * (m.sy / m.sw);
+    }
     const size_t s = bucket % n_scales;
     out[s].near_pairs += m.n;
     if (m.n >= 3 && m.x_min != m.x_max && m.y_min != m.y_max && m.sw > 0 && m.cxx > 0 &&
