@@ -516,6 +516,12 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
   row.inv_c2.resize(n_padded);
   for (size_t s = 0; s < n_padded; ++s)
     row.inv_c2[s] = static_cast<float>(sc.table.inv_c2[s < n_scales ? s : 0]);
+  ScaleOrder order;  // the grid sorted by c, for the screen's active scales
+  for (size_t s = 0; s < n_scales; ++s) order.sorted.push_back(s);
+  std::sort(order.sorted.begin(), order.sorted.end(),
+            [&](size_t u, size_t v) { return sc.table.c2[u] < sc.table.c2[v]; });
+  for (size_t k = 0; k + 1 < n_scales; ++k)
+    order.crossing.push_back(sc.table.c2[order.sorted[k]] * sc.table.c2[order.sorted[k + 1]]);
   const bool centred = h.centred();
   PairVectors vectors{ws.q_dist.data(), ws.q_dot.data(), nullptr, h.k_mean.data(), dim};
 
@@ -531,6 +537,8 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
         // With norms beyond float's range (float_screen_safe) the float GEMM would overflow:
         // those regions take the Gram in double (absurd inputs only, so speed does not matter).
         if (float_screen) ws.gram.resize(r1 - r0, c1 - c0);
+        const auto [b_lo, b_hi] = std::minmax_element(h.k_norm2_f.begin() + c0,
+                                                      h.k_norm2_f.begin() + c1);
         const Eigen::OuterStride<> gram_stride(h.gram_stride);
         const RowsF queries(h.q_gram + r0 * h.gram_stride, r1 - r0, dim, gram_stride);
         const RowsF keys(h.k_gram + c0 * h.gram_stride, c1 - c0, dim, gram_stride);
@@ -552,6 +560,7 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
               row.c2_a[s] = static_cast<float>(sc.table.c2[s < n_scales ? s : 0] * a);
             row.margin_per_key_len = static_cast<float>(sc.rel * h.q_len[i] * (1 + 0x1p-16));
             row.bound = static_cast<float>(bound * (1 + 0x1p-16) + 0x1p-100);
+            choose_active_scales(row, order, a, *b_lo, *b_hi);
             pair_slack(row, g, h.k_norm2_f.data() + c0, h.k_len_f.data() + c0, width,
                        ws.slack.data());
             n_admitted = admitted_pairs(ws.slack.data(), width, ws.admitted.data());

@@ -32,7 +32,49 @@ struct RowScreen {
   std::vector<float> inv_c2;  // 1 / c^2
   float margin_per_key_len = 0;  // times |k|: the Gram error allowance, enlarged
   float bound = 0;               // the bound on y^2, enlarged
+  // The scales whose c^2 a + b / c^2 can be the grid's minimum for the row's keys
+  // (choose_active_scales), padded to n_active = 1, 2, 4 or 8 by repeating the first;
+  // n_active 0: the whole grid.
+  float active_c2_a[8] = {}, active_inv_c2[8] = {};
+  int n_active = 0;
 };
+
+// The grid sorted by c, for choose_active_scales: over r = b / a, c^2 + r / c^2 is smallest at
+// sorted scale k exactly for r between c_{k-1}^2 c_k^2 and c_k^2 c_{k+1}^2 (the lines' crossings),
+// so the minimum over keys with b in [b_lo, b_hi] is that over the scales whose ranges meet
+// [b_lo / a, b_hi / a].
+struct ScaleOrder {
+  std::vector<size_t> sorted;      // scale indices by increasing c
+  std::vector<double> crossing;    // crossing[k]: between sorted scales k and k + 1
+};
+
+// Fills row.active_* (from row.c2_a and row.inv_c2, already set for the row) with the scales
+// whose ranges meet [b_lo / a, b_hi / a], widened by 2^-10 on each side: where the float sums
+// of a scale left out come within rounding of the minimum, only at r within ~1e-7 of a crossing,
+// the widened range holds both scales, so the minimum is the whole grid's. (Even a minimum a few
+// units of rounding too high would stay sound: pair_slack's shrink by 2^-16 covers it.)
+// Leaves n_active 0 (the whole grid) where the active scales would be more than 4.
+inline void choose_active_scales(RowScreen& row, const ScaleOrder& order, double a, double b_lo,
+                                 double b_hi) {
+  row.n_active = 0;
+  const size_t n = order.sorted.size();
+  if (n == 0 || n > 8 || !(a > 0)) return;
+  const double r_lo = b_lo / a * (1 - 0x1p-10), r_hi = b_hi / a * (1 + 0x1p-10);
+  size_t first = 0, last = 0;
+  for (size_t k = 0; k + 1 < n; ++k) {
+    first += order.crossing[k] < r_lo;
+    last += order.crossing[k] <= r_hi;
+  }
+  const size_t count = last - first + 1;
+  if (count > 4) return;
+  const int padded = count == 1 ? 1 : count == 2 ? 2 : 4;
+  for (int t = 0; t < padded; ++t) {
+    const size_t s = order.sorted[first + (static_cast<size_t>(t) < count ? t : 0)];
+    row.active_c2_a[t] = row.c2_a[s];
+    row.active_inv_c2[t] = row.inv_c2[s];
+  }
+  row.n_active = padded;
+}
 
 // slack[t] = 2 g[t] - T(t), where T(t) is a lower estimate of the smallest Gram value that can
 // put an item of pair t under the bound; the pair is admitted where slack >= 0.
@@ -56,9 +98,44 @@ QKSCOPE_KERNEL float grid_min8(const float* c2_a, const float* inv_c2, float b) 
   return std::min(m, c2_a[7] + b * inv_c2[7]);
 }
 
+// min over the first N of the scales (N = 1, 2 or 4), for the active scales of a row.
+template <int N>
+QKSCOPE_KERNEL float grid_min(const float* c2_a, const float* inv_c2, float b) {
+  float m = c2_a[0] + b * inv_c2[0];
+  if constexpr (N > 1) m = std::min(m, c2_a[1] + b * inv_c2[1]);
+  if constexpr (N > 2) {
+    m = std::min(m, c2_a[2] + b * inv_c2[2]);
+    m = std::min(m, c2_a[3] + b * inv_c2[3]);
+  }
+  return m;
+}
+
+template <int N>
+QKSCOPE_KERNEL void pair_slack_active(const RowScreen& row, const float* __restrict gram,
+                                      const float* __restrict key_norm2,
+                                      const float* __restrict key_len, int64_t width,
+                                      float* __restrict slack) {
+  const float shrink = 1.0f - 0x1p-16f;
+  const float margin = row.margin_per_key_len, bound = row.bound;
+  float c2_a[N], inv_c2[N];
+  std::copy_n(row.active_c2_a, N, c2_a);
+  std::copy_n(row.active_inv_c2, N, inv_c2);
+#pragma omp simd
+  for (int64_t t = 0; t < width; ++t) {
+    const float m = grid_min<N>(c2_a, inv_c2, key_norm2[t]);
+    slack[t] = 2.0f * gram[t] - (m * shrink - key_len[t] * margin - bound);
+  }
+}
+
 QKSCOPE_KERNEL void pair_slack(const RowScreen& row, const float* __restrict gram,
                        const float* __restrict key_norm2, const float* __restrict key_len,
                        int64_t width, float* __restrict slack) {
+  switch (row.n_active) {  // the row's keys need only a few scales (choose_active_scales)
+    case 1: return pair_slack_active<1>(row, gram, key_norm2, key_len, width, slack);
+    case 2: return pair_slack_active<2>(row, gram, key_norm2, key_len, width, slack);
+    case 4: return pair_slack_active<4>(row, gram, key_norm2, key_len, width, slack);
+    default: break;
+  }
   // Scales come in groups of 8 (padded by repeating scale 0, which leaves the minimum alone),
   // local copies so that a group stays in registers while the loop runs over keys.
   const size_t n_groups = row.c2_a.size() / 8;
