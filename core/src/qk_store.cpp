@@ -106,6 +106,17 @@ void* map_pages(size_t bytes, bool huge) {
 #endif
 }
 
+// Gives the pages of [p, p + bytes) back to the kernel; the range stays mapped and reads as
+// zeros. On a whole transparent huge page this frees it at once.
+void discard_pages(void* p, size_t bytes) {
+#if defined(__unix__) && defined(MADV_DONTNEED)
+  madvise(p, bytes, MADV_DONTNEED);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 void unmap_pages(void* p, size_t bytes) {
 #if defined(__unix__)
   munmap(p, bytes);
@@ -121,26 +132,10 @@ size_t class_size(size_t bytes) {
   return (std::max<size_t>(bytes, 1) + step - 1) / step * step;
 }
 
-// The size of a chunk for blocks of `size` bytes: whole huge pages, which the blocks fill to
-// within 1/64 where some count of them up to 16 MB does (else the best count found).
-size_t chunk_bytes(size_t size) {
-  constexpr size_t kMost = size_t{16} << 20;
-  if (size <= (size_t{64} << 10)) return kHuge;  // a tail of under 64 kB: under 1/32
-  size_t best = 0;
-  double best_waste = 2;
-  for (size_t n = 1; n * size <= kMost; ++n) {
-    const size_t used = n * size;
-    const size_t bytes = (used + kHuge - 1) / kHuge * kHuge;
-    const size_t blocks = bytes / size;  // the chunk's tail may hold more than n
-    const double waste = static_cast<double>(bytes - blocks * size) / static_cast<double>(bytes);
-    if (waste < best_waste) {
-      best = bytes;
-      best_waste = waste;
-    }
-    if (waste <= 1.0 / 64) break;
-  }
-  return best;
-}
+// Blocks up to kSmallMax are carved from chunks of their class, one huge page each (a tail of
+// under 64 kB: under 1/32). Larger ones from chunks shared by all classes, in arrival order.
+constexpr size_t kSmallMax = size_t{64} << 10;
+constexpr size_t kSharedChunk = size_t{16} << 20;
 
 }  // namespace
 
@@ -179,13 +174,16 @@ void* StoreArena::allocate(size_t bytes, size_t* granted) {
   if (!list.empty()) {
     void* p = list.back();
     list.pop_back();
-    ++chunk_of(p).live;
+    auto it = std::prev(chunks_.upper_bound(static_cast<char*>(p)));
+    ++it->second.live;
+    count_pages(it->first, it->second, static_cast<char*>(p), size, +1, false);
     return p;
   }
-  Bump& bump = bump_[size];
+  Bump& bump = size > kSmallMax ? shared_ : bump_[size];
   if (bump.chunk == nullptr || bump.left < size) {
-    // A new chunk for this class (a spare one first); the old chunk's tail is left unused.
-    const size_t bytes = chunk_bytes(size);
+    // A new chunk (a spare one first); the old chunk's tail is left unused (untouched but for
+    // the rest of its last huge page).
+    const size_t bytes = size > kSmallMax ? kSharedChunk : kHuge;
     char* base = nullptr;
     for (size_t i = 0; i < spare_.size(); ++i)
       if (chunks_.at(spare_[i]).bytes >= size) {
@@ -195,18 +193,37 @@ void* StoreArena::allocate(size_t bytes, size_t* granted) {
       }
     if (base == nullptr) {
       base = static_cast<char*>(map_pages(bytes, /*huge=*/true));
-      chunks_.emplace(base, Chunk{bytes, 0});
+      chunks_.emplace(base, Chunk{bytes, 0, std::vector<uint32_t>(bytes / kHuge, 0)});
       chunk_bytes_ += bytes;
     }
     bump.chunk = base;
     bump.next = base;
     bump.left = chunks_.at(base).bytes;
   }
-  void* p = bump.next;
+  char* p = bump.next;
   bump.next += size;
   bump.left -= size;
-  ++chunks_.at(bump.chunk).live;
+  Chunk& chunk = chunks_.at(bump.chunk);
+  ++chunk.live;
+  count_pages(bump.chunk, chunk, p, size, +1, false);
   return p;
+}
+
+void StoreArena::count_pages(char* base, Chunk& chunk, char* p, size_t size, int delta,
+                             bool discard) {
+  const size_t first = static_cast<size_t>(p - base) / kHuge;
+  const size_t last = (static_cast<size_t>(p - base) + size - 1) / kHuge;
+  for (size_t i = first; i <= last && i < chunk.page_live.size(); ++i) {
+    QKSCOPE_ASSERT(delta > 0 || chunk.page_live[i] > 0);
+    if (delta > 0)
+      ++chunk.page_live[i];
+    else
+      --chunk.page_live[i];
+    if (discard && chunk.page_live[i] == 0) {
+      discard_pages(base + i * kHuge, kHuge);
+      discarded_bytes_ += kHuge;
+    }
+  }
 }
 
 StoreArena::Chunk& StoreArena::chunk_of(void* p) {
@@ -237,6 +254,9 @@ void StoreArena::release(void* p, size_t granted, bool keep) {
   }
   auto it = std::prev(chunks_.upper_bound(static_cast<char*>(p)));
   free_[granted].push_back(p);
+  // take(): a huge page whose blocks have all been copied out goes back at once (see the header).
+  count_pages(it->first, it->second, static_cast<char*>(p), granted, -1,
+              !keep && it->second.live > 1);
   if (--it->second.live > 0) return;
   // The chunk is empty: its blocks leave the free lists. take() (keep false) gives it back to
   // the kernel at once, so that take() needs little more memory than the store; an eviction
@@ -249,6 +269,7 @@ void StoreArena::release(void* p, size_t granted, bool keep) {
                list.end());
   for (auto& [cls, bump] : bump_)
     if (bump.chunk == base) bump = Bump();
+  if (shared_.chunk == base) shared_ = Bump();
   if (keep && spare_.size() < kSpareChunks) {
     spare_.push_back(base);
     return;
@@ -267,6 +288,32 @@ void StoreArena::release(void* p, size_t granted, bool keep) {
   spare_.clear();
 }
 
+void StoreArena::trim() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [bytes, p] : pool_) unmap_pages(p, bytes);
+  pool_.clear();
+  pool_bytes_ = 0;
+  for (char* spare : spare_) {
+    auto s = chunks_.find(spare);
+    unmap_pages(spare, s->second.bytes);
+    chunk_bytes_ -= s->second.bytes;
+    chunks_.erase(s);
+  }
+  spare_.clear();
+  for (auto& [base, chunk] : chunks_)
+    for (size_t i = 0; i < chunk.page_live.size(); ++i)
+      if (chunk.page_live[i] == 0) {
+        // Pages past a class's free tail were never touched: giving them back costs a call.
+        discard_pages(base + i * kHuge, kHuge);
+        discarded_bytes_ += kHuge;
+      }
+}
+
+size_t StoreArena::discarded_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return discarded_bytes_;
+}
+
 size_t StoreArena::mapped_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return chunk_bytes_ + large_live_bytes_ + pool_bytes_;
@@ -275,6 +322,19 @@ size_t StoreArena::mapped_bytes() const {
 size_t StoreArena::pooled_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return pool_bytes_;
+}
+
+size_t advise_huge_pages(void* p, size_t bytes, size_t min_bytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t first = (begin + kHuge - 1) & ~static_cast<uintptr_t>(kHuge - 1);
+  const uintptr_t last = (begin + bytes) & ~static_cast<uintptr_t>(kHuge - 1);
+  if (p == nullptr || bytes < min_bytes || last <= first || !huge_pages_available()) return 0;
+#if defined(__unix__) && defined(MADV_HUGEPAGE)
+  if (madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE) != 0) return 0;
+  return last - first;
+#else
+  return 0;
+#endif
 }
 
 ArenaFloats::ArenaFloats(StoreArena& arena, size_t n) : arena_(&arena), size_(n) {
@@ -456,6 +516,9 @@ QkData QkStore::take() {
   data.tokens_seen = tokens_seen_;
   data.sequences_seen = sequences_seen_;
   data.sample = QkData::Sample{options_.seed, options_.max_tokens.value_or(0), cutoff_};
+  // Memory the kept sequences do not use (evicted sequences' blocks, spares, the pool) goes back
+  // before the output grows: take()'s peak is then about the kept q/k once plus a little.
+  arena_->trim();
   for (auto& [seq, entry] : order) {
     for (size_t t = 0; t < entry->position.size(); ++t) {
       data.sequence.push_back(seq);
@@ -473,9 +536,14 @@ QkData QkStore::take() {
     out.head_index = site.meta.head_index;
     out.n_heads = static_cast<int>(site.meta.head_index.size());
     out.head_dim = std::max(site.head_dim, 0);
-    // Reserved, not touched: the pages are faulted in as the copy below reaches them.
+    // Reserved, not touched: the pages are faulted in as the copy below reaches them, and asked
+    // for as huge pages first (glibc maps vectors this large with 4 kB pages, whose first touch
+    // made half of take()'s time on a VM). reserve + insert writes each float once (resize
+    // would zero-fill first, and touch the whole output before the store shrinks).
     out.q.reserve(n * out.n_heads * out.head_dim);
     out.k.reserve(n * out.n_heads * out.head_dim);
+    detail::advise_huge_pages(out.q.data(), out.q.capacity() * sizeof(float));
+    detail::advise_huge_pages(out.k.data(), out.k.capacity() * sizeof(float));
     data.sites.push_back(std::move(out));
   }
   // Sequence by sequence, every site of a sequence, then its buffers are freed (back to the

@@ -5,6 +5,13 @@
 #include <map>
 #include <numeric>
 #include <thread>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "qkscope/error.h"
 #include "qkscope/qk_store.h"
@@ -327,6 +334,172 @@ TEST(QkStoreTest, BudgetRunRecyclesEvictedBuffers) {
           ASSERT_EQ(site.k[(t * 2 + h) * 4 + l],
                     -q_value(site.layer, data.sequence[t], data.position[t], h, l));
         }
+}
+
+// Whether the kernel offers transparent huge pages to mappings that ask (as the arena reads it).
+bool thp_offered() {
+  std::ifstream f("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  return std::getline(f, line) && line.find("[never]") == std::string::npos;
+}
+
+#if defined(__linux__)
+// Whether each huge page of [p, p + pages * 2 MB) is resident (any of its 4 kB pages), by
+// mincore: the kernel's word, independent of the arena's counts.
+std::vector<bool> resident_huge_pages(void* p, size_t pages) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  std::vector<unsigned char> vec(pages * (kHuge / 4096));
+  EXPECT_EQ(mincore(p, pages * kHuge, vec.data()), 0);
+  std::vector<bool> out(pages, false);
+  for (size_t i = 0; i < vec.size(); ++i)
+    if (vec[i] & 1) out[i / (kHuge / 4096)] = true;
+  return out;
+}
+
+// take()'s releases (keep false) give a huge page back as soon as no live block is on it, while
+// the chunk's other blocks stay intact.
+TEST(StoreArenaTest, TakeGivesBackEachHugePageWhenItsLastBlockGoes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  constexpr size_t kBlock = 300 << 10;  // a shared-chunk class (above 64 kB), 4 kB multiple
+  if (!thp_offered()) GTEST_SKIP() << "no transparent huge pages: chunks are populated 4 kB pages";
+  detail::StoreArena arena;
+  std::vector<void*> blocks(14);
+  std::vector<size_t> granted(14);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    blocks[i] = arena.allocate(kBlock, &granted[i]);
+    ASSERT_EQ(granted[i], kBlock);
+    std::fill_n(static_cast<float*>(blocks[i]), kBlock / sizeof(float), static_cast<float>(i));
+  }
+  char* base = static_cast<char*>(blocks[0]);
+  for (size_t i = 1; i < blocks.size(); ++i)
+    ASSERT_EQ(static_cast<char*>(blocks[i]), base + i * kBlock) << "carved in arrival order";
+  ASSERT_EQ(reinterpret_cast<uintptr_t>(base) % kHuge, 0u) << "a fresh chunk starts a huge page";
+  // 14 blocks of 300 kB: huge page 0 holds blocks 0-6 (6 straddles into page 1), page 1 blocks
+  // 6-13 (13 straddles into page 2).
+  EXPECT_EQ(resident_huge_pages(base, 3), (std::vector<bool>{true, true, true}));
+  for (size_t i = 0; i < 6; ++i) arena.release(blocks[i], granted[i], /*keep=*/false);
+  EXPECT_EQ(arena.discarded_bytes(), 0u) << "block 6 is still on page 0";
+  EXPECT_TRUE(resident_huge_pages(base, 1)[0]);
+  arena.release(blocks[6], granted[6], false);
+  EXPECT_EQ(arena.discarded_bytes(), kHuge);
+  EXPECT_EQ(resident_huge_pages(base, 3), (std::vector<bool>{false, true, true}));
+  for (size_t i = 7; i < blocks.size(); ++i) {
+    const float* f = static_cast<const float*>(blocks[i]);
+    EXPECT_EQ(f[0], static_cast<float>(i));
+    EXPECT_EQ(f[kBlock / sizeof(float) - 1], static_cast<float>(i));
+  }
+  for (size_t i = 7; i < blocks.size(); ++i) arena.release(blocks[i], granted[i], false);
+  EXPECT_EQ(arena.mapped_bytes(), 0u) << "the emptied chunk is unmapped";
+}
+
+// trim() (the start of take()) gives back pages that hold only free blocks (evicted sequences'),
+// keeps pages with a live block, and the free blocks stay usable.
+TEST(StoreArenaTest, TrimGivesBackPagesOfFreeBlocksOnly) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  constexpr size_t kBlock = 300 << 10;
+  if (!thp_offered()) GTEST_SKIP() << "no transparent huge pages: chunks are populated 4 kB pages";
+  detail::StoreArena arena;
+  std::vector<void*> blocks(14);
+  std::vector<size_t> granted(14);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    blocks[i] = arena.allocate(kBlock, &granted[i]);
+    std::fill_n(static_cast<float*>(blocks[i]), kBlock / sizeof(float), 1.0f);
+  }
+  char* base = static_cast<char*>(blocks[0]);
+  for (size_t i = 0; i < 7; ++i) arena.release(blocks[i], granted[i], /*keep=*/true);
+  EXPECT_EQ(arena.discarded_bytes(), 0u) << "evictions keep their memory for later blocks";
+  EXPECT_EQ(resident_huge_pages(base, 3), (std::vector<bool>{true, true, true}));
+  arena.trim();
+  // Page 0 held blocks 0-6, all free; pages 1 and 2 hold live blocks; pages 3-7 of the 16 MB
+  // chunk were never touched (given back too: a no-op).
+  EXPECT_EQ(resident_huge_pages(base, 3), (std::vector<bool>{false, true, true}));
+  EXPECT_EQ(arena.discarded_bytes(), 6 * kHuge);
+  EXPECT_EQ(static_cast<const float*>(blocks[13])[0], 1.0f);
+  size_t g = 0;
+  void* again = arena.allocate(kBlock, &g);  // a free block on a given-back page
+  EXPECT_GE(again, static_cast<void*>(base));
+  EXPECT_LT(again, static_cast<void*>(base + 7 * kBlock));
+  EXPECT_EQ(static_cast<const float*>(again)[0], 0.0f) << "given back: it comes back zeroed";
+  std::fill_n(static_cast<float*>(again), kBlock / sizeof(float), 2.0f);
+  EXPECT_EQ(static_cast<const float*>(again)[kBlock / sizeof(float) - 1], 2.0f);
+  arena.release(again, g, false);
+  for (size_t i = 7; i < blocks.size(); ++i) arena.release(blocks[i], granted[i], false);
+  EXPECT_EQ(arena.mapped_bytes(), 0u);
+}
+#endif
+
+// advise_huge_pages advises exactly the whole huge pages inside the range (computed here from
+// the addresses), nothing for small ranges.
+TEST(StoreArenaTest, AdviseHugePagesCoversTheAlignedInside) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  std::vector<char> buffer(9 << 20);
+  EXPECT_EQ(detail::advise_huge_pages(nullptr, 9 << 20), 0u);
+  EXPECT_EQ(detail::advise_huge_pages(buffer.data(), 1 << 20), 0u) << "under the 4 MB floor";
+  if (!thp_offered()) GTEST_SKIP() << "no transparent huge pages here";
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(buffer.data());
+  const uintptr_t first = (begin / kHuge + (begin % kHuge != 0)) * kHuge;
+  const uintptr_t last = (begin + buffer.size()) / kHuge * kHuge;
+  EXPECT_EQ(detail::advise_huge_pages(buffer.data(), buffer.size()), last - first);
+  EXPECT_GE(last - first, 3 * kHuge);
+}
+
+// take()'s output equals what was offered, float for float, for buffers in small classes and
+// in shared chunks, with and without a budget (evictions, then trim() before the copy).
+TEST(QkStoreTest, TakeOutputEqualsInputLargeAndSmall) {
+  constexpr int kHeads = 12, kDim = 64;  // a 3 kB row: 22+ tokens make a shared-chunk block
+  std::vector<int> lengths;
+  for (int i = 0; i < 60; ++i) lengths.push_back(1 + (i * 37) % 150);
+  for (std::optional<int64_t> budget : {std::optional<int64_t>(), std::optional<int64_t>(1500)}) {
+    StoreOptions options;
+    options.max_tokens = budget;
+    options.seed = 11;
+    QkStore store(options);
+    declare(store, {0, 1, 2}, kHeads);
+    for (size_t first = 0; first < lengths.size(); first += 6) {
+      std::vector<int> batch(lengths.begin() + first, lengths.begin() + first + 6);
+      for (int layer = 0; layer < 3; ++layer) {
+        BatchData d = make_batch(layer, static_cast<int64_t>(first), batch, kHeads, kDim);
+        store.add(d.view(layer, kHeads, kDim));
+      }
+    }
+    // The kept set, independently: the lowest priorities whose lengths fit the budget.
+    std::vector<std::pair<double, int64_t>> by_priority;
+    for (size_t s = 0; s < lengths.size(); ++s)
+      by_priority.push_back({QkStore::priority(11, static_cast<int64_t>(s)), s});
+    std::sort(by_priority.begin(), by_priority.end());
+    std::vector<int64_t> expected;
+    int64_t tokens = 0;
+    for (auto [p, s] : by_priority) {
+      tokens += lengths[s];
+      if (budget && tokens > *budget) break;
+      expected.push_back(s);
+    }
+    std::sort(expected.begin(), expected.end());
+    int64_t expected_tokens = 0;
+    for (int64_t s : expected) expected_tokens += lengths[s];
+
+    QkData data = store.take();
+    ASSERT_EQ(data.n_tokens(), expected_tokens) << (budget ? "budget" : "no budget");
+    std::vector<int64_t> kept;
+    for (int64_t t = 0; t < data.n_tokens(); ++t)
+      if (t == 0 || data.sequence[t] != data.sequence[t - 1]) kept.push_back(data.sequence[t]);
+    EXPECT_EQ(kept, expected);
+    ASSERT_EQ(data.sites.size(), 3u);
+    for (const SiteData& site : data.sites) {
+      ASSERT_EQ(site.q.size(), static_cast<size_t>(data.n_tokens()) * kHeads * kDim);
+      ASSERT_EQ(site.k.size(), site.q.size());
+      size_t wrong = 0;
+      for (int64_t t = 0; t < data.n_tokens(); ++t)
+        for (int h = 0; h < kHeads; ++h)
+          for (int l = 0; l < kDim; ++l) {
+            const float want = q_value(site.layer, data.sequence[t], data.position[t], h, l);
+            wrong += site.q[(t * kHeads + h) * kDim + l] != want;
+            wrong += site.k[(t * kHeads + h) * kDim + l] != -want;
+          }
+      EXPECT_EQ(wrong, 0u) << "layer " << site.layer << (budget ? ", budget" : ", no budget");
+    }
+    EXPECT_EQ(store.tokens_kept(), 0);
+  }
 }
 }  // namespace
 }  // namespace qkscope

@@ -57,16 +57,26 @@ namespace detail {
 // pages in (+160 us per captured 33-token request of the small BERT, BM_Request/small/captured),
 // and freeing them in take() was slow (3x) and left them resident beside the assembled QkData.
 //  - Blocks up to kCarveMax bytes are carved in size classes (256-byte steps to 64 kB, 4 kB
-//    above) from chunks of one class each, sized in whole huge pages that the class's blocks
-//    fill to within 1/64 (BERT-base's 384 kB site buffers: 16 to a 6 MB chunk; 8 MB chunks
-//    shared by all classes held +16 % of the store at take()'s peak, as tails and half-freed
-//    chunks). Each class has a free list: blocks of evicted sequences serve later ones. A chunk whose blocks are all free is kept whole as a spare (up to kSpareChunks)
-//    when an eviction emptied it, and unmapped when take() did.
+//    above). Classes up to 64 kB have chunks of their own, one huge page each; larger classes
+//    share 16 MB chunks, carved in arrival order. Chunks of one class each (round 3) left a
+//    partly touched huge page per class (BERT-base, lengths 16-128: ~90 classes, ~100 MB
+//    before take(), and as much again held during it); shared chunks leave one, and take(),
+//    copying sequences in about their arrival order, empties their huge pages in turn (below).
+//    Each class has a free list: blocks of evicted sequences serve later ones. A chunk whose
+//    blocks are all free is kept whole as a spare (up to kSpareChunks) when an eviction emptied
+//    it, and unmapped when take() did.
 //  - Larger blocks get mappings of their own (whole huge pages where that adds at most 1/8,
 //    else whole 4 kB pages); freed by an eviction they wait in a pool of at
 //    most kPoolMax bytes for a later block of about their size, freed by take() they are unmapped.
 //  Mappings ask for transparent huge pages (where the kernel offers them), whose first touch is
 //  far cheaper than 4 kB pages' on a VM; otherwise they are populated at once.
+//  - Each chunk counts the live blocks on each of its huge pages. take() (keep false) gives a
+//    huge page back to the kernel as soon as its last block is freed, and trim() gives back every
+//    page holding no live block (free-list blocks of evicted sequences, spares, the pool): a
+//    class's chunk holds the blocks of sequences in the order they arrived, which is the order
+//    take() copies them in, so the store shrinks as fast as take()'s output grows. Freeing only
+//    whole chunks held up to a chunk (16 MB) per class, ~100 classes, during take() (BERT-base,
+//    256 sequences: +0.24-0.5 GB of peak RSS).
 // Thread-safe.
 class StoreArena {
  public:
@@ -85,13 +95,20 @@ class StoreArena {
   // add to the peak); true: it is kept for later blocks (evictions).
   void release(void* p, size_t granted, bool keep);
 
-  size_t mapped_bytes() const;  // chunks, live large blocks and the pool (for tests)
-  size_t pooled_bytes() const;  // large blocks waiting in the pool
+  // Gives back to the kernel every page of the arena holding no live block: chunks' pages whose
+  // blocks are all free, the spare chunks and the pool. Free blocks stay usable (their pages
+  // come back, zeroed, when touched). Called by take() before it copies.
+  void trim();
+
+  size_t mapped_bytes() const;     // chunks, live large blocks and the pool (for tests)
+  size_t pooled_bytes() const;     // large blocks waiting in the pool
+  size_t discarded_bytes() const;  // bytes of chunk pages given back so far (for tests)
 
  private:
   struct Chunk {
     size_t bytes = 0;
-    size_t live = 0;  // blocks handed out
+    size_t live = 0;                   // blocks handed out
+    std::vector<uint32_t> page_live;   // per huge page: live blocks overlapping it
   };
   struct Bump {       // a class's chunk that blocks are carved from, and its free tail
     char* chunk = nullptr;
@@ -99,16 +116,26 @@ class StoreArena {
     size_t left = 0;
   };
   Chunk& chunk_of(void* p);  // requires mutex_
+  // Counts a block of `size` bytes at p on the pages it overlaps (delta +1 or -1); with
+  // `discard`, pages left with no live block are given back to the kernel. Requires mutex_.
+  void count_pages(char* base, Chunk& chunk, char* p, size_t size, int delta, bool discard);
 
   mutable std::mutex mutex_;
   std::map<char*, Chunk> chunks_;               // by base address
   std::vector<char*> spare_;                    // empty chunks kept whole
   size_t chunk_bytes_ = 0;                      // all chunks together
-  std::map<size_t, Bump> bump_;                 // by class size
+  std::map<size_t, Bump> bump_;                 // by class size, classes up to 64 kB
+  Bump shared_;                                 // classes above 64 kB
   std::map<size_t, std::vector<void*>> free_;   // free carved blocks by class size
   std::multimap<size_t, void*> pool_;           // freed large blocks by size
-  size_t pool_bytes_ = 0, large_live_bytes_ = 0;
+  size_t pool_bytes_ = 0, large_live_bytes_ = 0, discarded_bytes_ = 0;
 };
+
+// Asks for transparent huge pages on the whole huge pages inside [p, p + bytes) (memory not yet
+// touched: take()'s output vectors, which glibc maps with 4 kB pages, whose first touch is slow
+// on a VM). Returns the bytes advised: 0 where the range holds no whole huge page, below
+// `min_bytes`, or where the system has no transparent huge pages.
+size_t advise_huge_pages(void* p, size_t bytes, size_t min_bytes = size_t{4} << 20);
 
 // A [n] float buffer from a StoreArena; move-only.
 class ArenaFloats {
