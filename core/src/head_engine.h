@@ -523,7 +523,9 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
   for (size_t k = 0; k + 1 < n_scales; ++k)
     order.crossing.push_back(sc.table.c2[order.sorted[k]] * sc.table.c2[order.sorted[k + 1]]);
   const bool centred = h.centred();
-  PairVectors vectors{ws.q_dist.data(), ws.q_dot.data(), nullptr, h.k_mean.data(), dim};
+  // Without --center the distance vectors are the captured ones: one double copy of the query.
+  PairVectors vectors{centred ? ws.q_dist.data() : ws.q_dot.data(), ws.q_dot.data(), nullptr,
+                      h.k_mean.data(), dim};
 
   for (const Region& r : h.regions) {
     if (!compute_norms(h, r.begin, r.end)) return -1;
@@ -569,10 +571,9 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
           }
           if (n_admitted == 0) continue;
           const float* q_raw = h.q_vec + i * h.stride;
-          for (int l = 0; l < dim; ++l) {
-            ws.q_dot[l] = static_cast<double>(q_raw[l]);
-            ws.q_dist[l] = ws.q_dot[l] - h.q_mean[l];
-          }
+          for (int l = 0; l < dim; ++l) ws.q_dot[l] = static_cast<double>(q_raw[l]);
+          if (centred)
+            for (int l = 0; l < dim; ++l) ws.q_dist[l] = ws.q_dot[l] - h.q_mean[l];
           const double rel_q = sc.rel * h.q_len[i];
           items.make_room(static_cast<size_t>(n_admitted) * n_padded);
           for (int64_t u = 0; u < n_admitted; ++u) {
