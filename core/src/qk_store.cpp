@@ -170,13 +170,23 @@ void* StoreArena::allocate(size_t bytes, size_t* granted) {
     large_live_bytes_ += *granted;
     return p;
   }
-  std::vector<void*>& list = free_[size];
-  if (!list.empty()) {
+  // A free block of this class, else of the nearest class at most 1/8 larger: under a budget,
+  // evicted blocks of one class only served later sequences of exactly that class, and the rest
+  // piled up (random lengths: the store held 1.67x the kept q/k at take()).
+  auto found = free_.end();
+  for (auto it = free_.lower_bound(size); it != free_.end() && it->first <= size + size / 8; ++it)
+    if (!it->second.empty()) {
+      found = it;
+      break;
+    }
+  if (found != free_.end()) {
+    std::vector<void*>& list = found->second;
+    *granted = found->first;
     void* p = list.back();
     list.pop_back();
     auto it = std::prev(chunks_.upper_bound(static_cast<char*>(p)));
     ++it->second.live;
-    count_pages(it->first, it->second, static_cast<char*>(p), size, +1, false);
+    count_pages(it->first, it->second, static_cast<char*>(p), *granted, +1, false);
     return p;
   }
   Bump& bump = size > kSmallMax ? shared_ : bump_[size];
