@@ -172,7 +172,7 @@ void* StoreArena::allocate(size_t bytes, size_t* granted) {
   }
   // A free block of this class, else of the nearest class at most 1/8 larger: under a budget,
   // evicted blocks of one class only served later sequences of exactly that class, and the rest
-  // piled up (random lengths: the store held 1.67x the kept q/k at take()).
+  // piled up (random lengths: the store held 1.7x the kept q/k at take()).
   auto found = free_.end();
   for (auto it = free_.lower_bound(size); it != free_.end() && it->first <= size + size / 8; ++it)
     if (!it->second.empty()) {

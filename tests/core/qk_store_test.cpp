@@ -428,6 +428,33 @@ TEST(StoreArenaTest, TrimGivesBackPagesOfFreeBlocksOnly) {
 }
 #endif
 
+// A freed block serves a later block of its class or of a class at most 1/8 smaller (evictions
+// under a budget: lengths vary), never a much smaller one; the granted size is the block's.
+TEST(StoreArenaTest, FreeBlocksServeNearbySmallerClasses) {
+  detail::StoreArena arena;
+  size_t g300 = 0, g280 = 0, g200 = 0, g280b = 0, gpin = 0;
+  // A live block beside it, so that freeing `a` does not empty the chunk (an empty chunk's
+  // blocks leave the free lists and the chunk is kept whole as a spare).
+  void* pin = arena.allocate(300 << 10, &gpin);
+  void* a = arena.allocate(300 << 10, &g300);
+  ASSERT_EQ(g300, size_t{300} << 10);
+  arena.release(a, g300, /*keep=*/true);
+  void* b = arena.allocate(200 << 10, &g200);  // 300/200 > 9/8: a new block
+  EXPECT_NE(b, a);
+  EXPECT_EQ(g200, size_t{200} << 10);
+  void* c = arena.allocate(280 << 10, &g280);  // 300/280 <= 9/8: the freed block
+  EXPECT_EQ(c, a);
+  EXPECT_EQ(g280, size_t{300} << 10) << "granted is the block's class, for release";
+  std::fill_n(static_cast<float*>(c), g280 / sizeof(float), 3.0f);  // all of it is usable
+  void* d = arena.allocate(280 << 10, &g280b);  // no free block left: a new one of its class
+  EXPECT_NE(d, a);
+  EXPECT_EQ(g280b, size_t{280} << 10);
+  for (auto [p, g] :
+       {std::pair{b, g200}, std::pair{c, g280}, std::pair{d, g280b}, std::pair{pin, gpin}})
+    arena.release(p, g, false);
+  EXPECT_EQ(arena.mapped_bytes(), 0u);
+}
+
 // advise_huge_pages advises exactly the whole huge pages inside the range (computed here from
 // the addresses), nothing for small ranges.
 TEST(StoreArenaTest, AdviseHugePagesCoversTheAlignedInside) {
