@@ -563,9 +563,8 @@ int64_t collect_items(PreparedHead& h, const ScreenConstants& sc, Handler& handl
             row.margin_per_key_len = static_cast<float>(sc.rel * h.q_len[i] * (1 + 0x1p-16));
             row.bound = static_cast<float>(bound * (1 + 0x1p-16) + 0x1p-100);
             choose_active_scales(row, order, a, *b_lo, *b_hi);
-            pair_slack(row, g, h.k_norm2_f.data() + c0, h.k_len_f.data() + c0, width,
-                       ws.slack.data());
-            n_admitted = admitted_pairs(ws.slack.data(), width, ws.admitted.data());
+            n_admitted = screened_pairs(row, g, h.k_norm2_f.data() + c0, h.k_len_f.data() + c0,
+                                        width, ws.slack.data(), ws.admitted.data());
           } else {
             for (int64_t t = 0; t < width; ++t) ws.admitted[t] = static_cast<uint32_t>(t);
           }

@@ -197,4 +197,54 @@ QKSCOPE_KERNEL int64_t admitted_pairs(const float* slack, int64_t width, uint32_
   return n;
 }
 
+// pair_slack then admitted_pairs, in one loop where AVX-512 compresses the survivors of each 16
+// keys straight from the register (the row's active scales only; `out` as admitted_pairs'):
+// the slack of the usual short rows (a sequence's keys) is not stored and read back.
+QKSCOPE_KERNEL int64_t screened_pairs(const RowScreen& row, const float* __restrict gram,
+                                      const float* __restrict key_norm2,
+                                      const float* __restrict key_len, int64_t width,
+                                      float* __restrict slack, uint32_t* out) {
+#if defined(__AVX512F__)
+  if (row.n_active > 0) {
+    const int n_active = row.n_active;
+    __m512 c2_a[4], inv_c2[4];
+    for (int s = 0; s < 4; ++s) {
+      const int from = s < n_active ? s : 0;
+      c2_a[s] = _mm512_set1_ps(row.active_c2_a[from]);
+      inv_c2[s] = _mm512_set1_ps(row.active_inv_c2[from]);
+    }
+    const __m512 shrink = _mm512_set1_ps(1.0f - 0x1p-16f);
+    const __m512 margin = _mm512_set1_ps(row.margin_per_key_len);
+    const __m512 bound = _mm512_set1_ps(row.bound);
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int64_t n = 0;
+    for (int64_t t = 0; t < width; t += 16) {
+      const __mmask16 valid =
+          width - t >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (width - t)) - 1);
+      // Padding lanes read as 1 (a harmless finite norm) and are masked out below.
+      const __m512 b = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), valid, key_norm2 + t);
+      const __m512 len = _mm512_maskz_loadu_ps(valid, key_len + t);
+      const __m512 g = _mm512_maskz_loadu_ps(valid, gram + t);
+      __m512 m = _mm512_fmadd_ps(b, inv_c2[0], c2_a[0]);
+      if (n_active > 1) m = _mm512_min_ps(m, _mm512_fmadd_ps(b, inv_c2[1], c2_a[1]));
+      if (n_active > 2) {
+        m = _mm512_min_ps(m, _mm512_fmadd_ps(b, inv_c2[2], c2_a[2]));
+        m = _mm512_min_ps(m, _mm512_fmadd_ps(b, inv_c2[3], c2_a[3]));
+      }
+      // 2 g - (m shrink - |k| margin - bound), as pair_slack.
+      const __m512 lower =
+          _mm512_sub_ps(_mm512_fmsub_ps(m, shrink, _mm512_mul_ps(len, margin)), bound);
+      const __m512 sl = _mm512_sub_ps(_mm512_add_ps(g, g), lower);
+      const __mmask16 mask = _mm512_mask_cmp_ps_mask(valid, sl, _mm512_setzero_ps(), _CMP_GE_OQ);
+      _mm512_storeu_si512(out + n, _mm512_maskz_compress_epi32(mask, index));
+      n += __builtin_popcount(mask);
+      index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+    }
+    return n;
+  }
+#endif
+  pair_slack(row, gram, key_norm2, key_len, width, slack);
+  return admitted_pairs(slack, width, out);
+}
+
 }  // namespace qkscope::detail::QKSCOPE_ISA_NS
