@@ -9,7 +9,8 @@ The corpus is random ids (fixed seed, lengths uniform in [--min-length, 128]) wr
 OUT/e2e_ids.txt. Runs alternate plain, capture, capture, plain, ... (ABBA), each in its own
 process; the capture runs analyse as well (sequence scope, default scales) and keep a
 --max-tokens sample, as a user would run it. Writes OUT/e2e.json: each run's wall time and peak
-RSS, the capture's own split (forwards, metrics), medians and the ratios.
+RSS, the capture's own split (forwards, metrics), medians and the ratios. --compare-rounds N
+adds the in-process comparison of bench_e2e --compare (summary "in_process").
 """
 
 import argparse
@@ -61,6 +62,10 @@ def main(argv):
     p.add_argument("--max-tokens", type=int, default=50000)
     p.add_argument("--rounds", type=int, default=2, help="ABBA rounds (each: 2 plain + 2 capture)")
     p.add_argument("--out", default="out/bench")
+    p.add_argument("--compare-rounds", type=int, default=0,
+                   help="also run `bench_e2e --compare` (plain and instrumented forwards "
+                        "alternating per batch in one process, same --max-tokens) this many "
+                        "rounds; the first warms up. 0: not run")
     a = p.parse_args(argv)
     model = a.model or os.path.join(a.build, "models", "bert_base.pt")
     os.makedirs(a.out, exist_ok=True)
@@ -119,6 +124,12 @@ def main(argv):
         pair_ratios.append(c["wall_s"] / pl["wall_s"])
     summary["ratio_wall_pairs"] = pair_ratios
     summary["ratio_wall_pairs_median"] = statistics.median(pair_ratios)
+    if a.compare_rounds > 0:
+        # Separate processes see the machine's load drift; one process alternating per batch
+        # does not, so this ratio isolates what instrumentation costs the forwards themselves.
+        _, _, out, _ = run(plain_cmd + ["--compare", "--rounds", str(a.compare_rounds),
+                                        "--max-tokens", str(a.max_tokens)])
+        summary["in_process"] = json.loads(out.strip().splitlines()[-1])
     with open(os.path.join(a.out, "e2e.json"), "w") as f:
         json.dump({"summary": summary, "runs": runs}, f, indent=1)
     print(json.dumps(summary, indent=1))
