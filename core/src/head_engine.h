@@ -262,10 +262,14 @@ struct RowBlock {
 
 // Weighted sums of one (query, scale) over its near keys, in one pass: the moments of x and y
 // about a shift (x0, y0), the bucket's first near item, so that the centred moments come out as
-// differences of sums without the cancellation of raw sums (the shift is within the items'
-// range: its error is a few units of the spread's squares, far under the tests' 1e-6).
+// differences of sums without the cancellation of raw sums. The shift is one of the items, so
+// the cancellation is bounded by how far it sits from the weighted mean against the spread;
+// where that still costs more than kOnePassLoss of a moment (one item far from a tight
+// cluster), the bucket's centred moments are summed again in a second pass about the mean
+// (add_block_correlations), so no r loses more than a few digits to the shortcut.
 struct QueryScaleMoments {
   int64_t n = 0;
+  bool second_pass = false;  // the one-pass moments cancelled too far; summed again
   double x0 = 0, y0 = 0;
   double sw = 0, sx = 0, sy = 0;  // sum w, sum w dx, sum w dy (dx = x - x0, dy = y - y0)
   double x_min = kInf, x_max = -kInf, y_min = kInf, y_max = -kInf;
@@ -664,14 +668,43 @@ void add_block_correlations(Workspace& ws, const RowBlock& block, double d, size
     m.y_min = std::min(m.y_min, y);
     m.y_max = std::max(m.y_max, y);
   }
+  // The centred moments: sum w (dx - mean dx)^2 = sum w dx^2 - (sum w dx)^2 / sum w, ...
+  // Where the subtraction cancels more than 1 - kOnePassLoss of the raw moment, the result has
+  // lost log10(1 / kOnePassLoss) of double's ~16 digits: those buckets are summed again, about
+  // their means, in a second pass over the near items (rare: it needs the first near item far
+  // outside a tight cluster of the others).
+  constexpr double kOnePassLoss = 1e-4;
+  bool any_second_pass = false;
   for (uint32_t bucket : touched) {
     QueryScaleMoments& m = moments[bucket];
-    // The centred moments: sum w (dx - mean dx)^2 = sum w dx^2 - (sum w dx)^2 / sum w, ...
-    if (m.sw > 0) {
-      m.cxx -= m.sx * (m.sx / m.sw);
-      m.cyy -= m.sy * (m.sy / m.sw);
+    if (!(m.sw > 0)) continue;
+    const double cxx = m.cxx - m.sx * (m.sx / m.sw);
+    const double cyy = m.cyy - m.sy * (m.sy / m.sw);
+    if (cxx < kOnePassLoss * m.cxx || cyy < kOnePassLoss * m.cyy) {
+      m.second_pass = any_second_pass = true;
+      m.x0 += m.sx / m.sw;  // the weighted means: the second pass's shift
+      m.y0 += m.sy / m.sw;
+      m.cxx = m.cyy = m.cxy = 0;
+    } else {
       m.cxy -= m.sx * (m.sy / m.sw);
+      m.cxx = cxx;
+      m.cyy = cyy;
     }
+  }
+  if (any_second_pass) {
+    for (size_t u = 0; u < n_near; ++u) {
+      const uint32_t t = near[u];
+      QueryScaleMoments& m = moments[bucket_of(t)];
+      if (!m.second_pass) continue;
+      const double w = (d - ys[t]) * (d - ys[t]);
+      const double dx = xs[t] - m.x0, dy = ys[t] - m.y0;
+      m.cxx += w * dx * dx;
+      m.cyy += w * dy * dy;
+      m.cxy += w * dx * dy;
+    }
+  }
+  for (uint32_t bucket : touched) {
+    QueryScaleMoments& m = moments[bucket];
     const size_t s = bucket % n_scales;
     out[s].near_pairs += m.n;
     if (m.n >= 3 && m.x_min != m.x_max && m.y_min != m.y_max && m.sw > 0 && m.cxx > 0 &&

@@ -194,7 +194,9 @@ TEST(CheckpointTest, SequencesUnderTheCutoffAreTheKeptOnes) {
     for (int64_t s = 0; s < 90; ++s)
       if (QkStore::priority(7, s) < merged_cutoff) under.push_back(s);
     EXPECT_EQ(sequences_of(merged_p->take()), under);
-    if (budget == 100000) EXPECT_EQ(merged_cutoff, 2.0);  // nothing evicted: every line is kept
+    if (budget == 100000) {
+      EXPECT_EQ(merged_cutoff, 2.0);  // nothing evicted: every line is kept
+    }
   }
 }
 

@@ -131,8 +131,9 @@ TEST_P(FamilyTest, CapturesReferenceQkAndKeepsOutputs) {
   const int n_sites = std::stoi(f.meta.at("layers"));
   // Scripted models with both of torch.nn's paths number their layers when they first run.
   const bool dynamic = has_dynamic_layers(f.module);
-  if (!dynamic)
+  if (!dynamic) {
     ASSERT_EQ(static_cast<int>(layers(f.module).size()), n_sites) << format_sites(f.module.sites());
+  }
   for (const SiteDescription& s : layers(f.module)) {
     EXPECT_EQ(s.module, f.meta.at("layer" + std::to_string(s.layer) + ".module"));
     EXPECT_EQ(s.kind, meta_or(f, "layer" + std::to_string(s.layer) + ".form", "matmul"));
