@@ -288,7 +288,10 @@ void StoreArena::release(void* p, size_t granted, bool keep) {
   chunk_bytes_ -= it->second.bytes;
   chunks_.erase(it);
   if (keep) return;
-  // take(): the spares go too.
+  drop_spares();  // take(): the spares go too
+}
+
+void StoreArena::drop_spares() {
   for (char* spare : spare_) {
     auto s = chunks_.find(spare);
     unmap_pages(spare, s->second.bytes);
@@ -303,13 +306,7 @@ void StoreArena::trim() {
   for (auto& [bytes, p] : pool_) unmap_pages(p, bytes);
   pool_.clear();
   pool_bytes_ = 0;
-  for (char* spare : spare_) {
-    auto s = chunks_.find(spare);
-    unmap_pages(spare, s->second.bytes);
-    chunk_bytes_ -= s->second.bytes;
-    chunks_.erase(s);
-  }
-  spare_.clear();
+  drop_spares();
   for (auto& [base, chunk] : chunks_)
     for (size_t i = 0; i < chunk.page_live.size(); ++i)
       if (chunk.page_live[i] == 0) {

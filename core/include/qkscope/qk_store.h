@@ -118,6 +118,7 @@ class StoreArena {
     size_t left = 0;
   };
   Chunk& chunk_of(void* p);  // requires mutex_
+  void drop_spares();        // unmaps the spare chunks; requires mutex_
   // Counts a block of `size` bytes at p on the pages it overlaps (delta +1 or -1); with
   // `discard`, pages left with no live block are given back to the kernel. Requires mutex_.
   void count_pages(char* base, Chunk& chunk, char* p, size_t size, int delta, bool discard);
